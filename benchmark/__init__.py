@@ -1,0 +1,1 @@
+"""IWAE / IWAER / IWAERrec: Gaussian layers, networks, bounds, models and evaluation."""

@@ -1,0 +1,79 @@
+"""Test log-likelihood by importance sampling: log p(x) ~ log (1/S) sum_s w_s, S = 2000.
+
+For random-weight models each of the S samples draws its own weights (and, with local
+sampling, its own per data point), so the estimate targets log p_Omega(x). Samples are
+processed in chunks whose activations fit a memory cap; all noise comes from the stream
+``(seed, "eval", batch, chunk)``, so the result is reproducible for a given configuration.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from benchmark.models import ImportanceWeightedAutoencoder
+from benchmark.seeding import make_generator
+
+BYTES_PER_GIB = 1 << 30
+
+
+@dataclass
+class LogLikelihoodEstimate:
+    """Mean over test points of the S-sample estimate, its standard error and per-point values."""
+
+    mean: float
+    standard_error: float
+    per_point: Tensor
+    n_samples: int
+
+    @property
+    def n_points(self) -> int:
+        return self.per_point.shape[0]
+
+
+def samples_per_chunk(
+    model: ImportanceWeightedAutoencoder, n_samples: int, batch_size: int, memory_cap_bytes: int
+) -> int:
+    """Largest number of importance samples whose forward pass fits ``memory_cap_bytes``."""
+    bytes_per_sample = 4 * model.forward_floats(1, batch_size)
+    return max(1, min(n_samples, memory_cap_bytes // bytes_per_sample))
+
+
+@torch.no_grad()
+def estimate_log_likelihood(
+    model: ImportanceWeightedAutoencoder,
+    data: Tensor,
+    n_samples: int = 2000,
+    batch_size: int = 100,
+    memory_cap_gib: float = 2.0,
+    seed: int = 0,
+    progress: bool = True,
+) -> LogLikelihoodEstimate:
+    """S-sample importance-sampling estimate of log p(x) for every row of ``data [N, D]``."""
+    if n_samples < 1:
+        raise ValueError(f"eval n_samples must be >= 1, got {n_samples}")
+    if batch_size < 1:
+        raise ValueError(f"eval batch_size must be >= 1, got {batch_size}")
+    if not memory_cap_gib > 0:
+        raise ValueError(f"eval memory_cap_gib must be > 0, got {memory_cap_gib}")
+    was_training = model.training
+    model.eval()
+    chunk = samples_per_chunk(model, n_samples, batch_size, int(memory_cap_gib * BYTES_PER_GIB))
+    per_point = []
+    batches = range(0, data.shape[0], batch_size)
+    for b, start in enumerate(tqdm(batches, desc=f"log p(x), S={n_samples}", disable=not progress)):
+        x = data[start : start + batch_size]
+        chunk_bounds = []  # log sum_j w_j per chunk, [B] each
+        for c, first in enumerate(range(0, n_samples, chunk)):
+            k = min(chunk, n_samples - first)
+            generator = make_generator(x.device, seed, "eval", b, c)
+            chunk_bounds.append(torch.logsumexp(model.log_weights(x, k, generator), 0))
+        per_point.append(torch.logsumexp(torch.stack(chunk_bounds), 0) - math.log(n_samples))
+    model.train(was_training)
+    values = torch.cat(per_point).double().cpu()
+    se = values.std().item() / math.sqrt(values.numel()) if values.numel() > 1 else float("nan")
+    return LogLikelihoodEstimate(values.mean().item(), se, values, n_samples)

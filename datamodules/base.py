@@ -1,0 +1,139 @@
+"""Shared logic of the binary-image data modules: binarization, device placement, loaders.
+
+Images are flattened to ``[N, 784]`` float32 in ``[0, 1]``. Binarization modes (PAPER.md
+section 3):
+
+- ``dynamic`` (default): training pixels are resampled ``x ~ Bernoulli(intensity)`` for every
+  minibatch, on the device, from the stream ``(seed, "binarize", global_step)``;
+- ``static``: a fixed binarization published with the data (Larochelle's binarized MNIST);
+- ``none``: grey levels are used as they are (then the Bernoulli "log-likelihood" is not a
+  probability of binary data).
+
+The test split is binarized once from ``test_binarization_seed`` (dynamic), independent of the
+run's seed, so every model and seed is scored on identical data.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from benchmark.seeding import make_generator
+from datamodules.device_batches import device_loader
+
+
+class Binarization(str, Enum):
+    DYNAMIC = "dynamic"
+    STATIC = "static"
+    NONE = "none"
+
+
+class BinaryImageDataModule(pl.LightningDataModule):
+    """Base class: subclasses implement :meth:`load_splits` (and optionally ``load_static``)."""
+
+    name: str = "base"
+    image_shape: tuple[int, int] = (28, 28)
+
+    def __init__(
+        self,
+        data_dir: str | Path = "data",
+        batch_size: int = 100,
+        binarization: Binarization | str = Binarization.DYNAMIC,
+        test_binarization_seed: int = 0,
+        seed: int = 0,
+        train_subset: int | None = None,
+        test_subset: int | None = None,
+        drop_last: bool = True,
+    ) -> None:
+        super().__init__()
+        self.data_dir = Path(data_dir).expanduser().resolve()
+        self.batch_size = batch_size
+        self.binarization = Binarization(binarization)
+        self.test_binarization_seed = test_binarization_seed
+        self.seed = seed
+        self.train_subset, self.test_subset = train_subset, test_subset
+        self.drop_last = drop_last
+        self.train_data: Tensor | None = None
+        self.test_data: Tensor | None = None
+
+    @property
+    def x_dim(self) -> int:
+        return self.image_shape[0] * self.image_shape[1]
+
+    def load_splits(self) -> tuple[Tensor, Tensor]:
+        """Grey-level ``(train, test)``, each ``[N, 784]`` float32 in [0, 1], on the CPU."""
+        raise NotImplementedError
+
+    def load_static(self) -> tuple[Tensor, Tensor]:
+        """Fixed binary ``(train, test)`` for ``binarization=static``."""
+        raise ValueError(
+            f"binarization=static is not available for {self.name}: it exists only where a fixed "
+            f"binarization is published (MNIST). Use binarization=dynamic or binarization=none."
+        )
+
+    def prepare_data(self) -> None:
+        """Fetch files (mirror copy or download) so that :meth:`setup` reads local files only."""
+        if self.binarization is Binarization.STATIC:
+            self.load_static()
+        else:
+            self.load_splits()
+
+    def _device(self) -> torch.device:
+        trainer = self.trainer
+        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_data is not None:
+            return
+        if self.binarization is Binarization.STATIC:
+            train, test = self.load_static()
+        else:
+            train, test = self.load_splits()
+            if self.binarization is Binarization.DYNAMIC:
+                generator = make_generator("cpu", self.test_binarization_seed, "test-binarization")
+                test = torch.bernoulli(test, generator=generator)
+        if self.train_subset is not None:
+            train = train[: self.train_subset]
+        if self.test_subset is not None:
+            test = test[: self.test_subset]
+        device = self._device()
+        self.train_data = train.contiguous().to(device)
+        self.test_data = test.contiguous().to(device)
+
+    def train_pixel_mean(self) -> Tensor:
+        """Mean training intensity per pixel, ``[784]`` (for the decoder's output bias)."""
+        self.setup()
+        return self.train_data.mean(0)
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        return device_loader(
+            self.train_data,
+            self.batch_size,
+            shuffle=True,
+            drop_last=self.drop_last,
+            seed=self.seed,
+        )
+
+    def on_after_batch_transfer(self, batch: Tensor, dataloader_idx: int) -> Tensor:
+        """Dynamic binarization of a training minibatch, seeded by ``(seed, global_step)``."""
+        trainer = self.trainer
+        if self.binarization is not Binarization.DYNAMIC or trainer is None or not trainer.training:
+            return batch
+        generator = make_generator(batch.device, self.seed, "binarize", trainer.global_step)
+        return torch.bernoulli(batch, generator=generator)
+
+    def protocol(self) -> dict[str, object]:
+        """The data choices that define the protocol, for result files."""
+        return {
+            "dataset": self.name,
+            "binarization": self.binarization.value,
+            "test_binarization_seed": self.test_binarization_seed,
+            "train_subset": self.train_subset,
+            "test_subset": self.test_subset,
+        }
