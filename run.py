@@ -1,7 +1,7 @@
 """Train and evaluate one configuration (or a sweep with -m). See README.md.
 
-    python run.py model=iwaer dataset=mnist
-    python run.py -m model=iwae,iwaer seed=0,1,2
+python run.py model=iwaer dataset=mnist
+python run.py -m model=iwae,iwaer seed=0,1,2
 """
 
 from __future__ import annotations
@@ -10,14 +10,12 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from benchmark.config import register_resolvers
 from benchmark.experiment import train_and_evaluate
-from benchmark.provenance import protocol_id
 
-OmegaConf.register_new_resolver(
-    "protocol_id", lambda *, _root_: protocol_id(_root_), replace=True
-)
+register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

@@ -40,8 +40,13 @@ def build_module(cfg: DictConfig, x_dim: int) -> IWAELitModule:
     model = OmegaConf.to_container(cfg.model, resolve=True)
     network = OmegaConf.to_container(cfg.network, resolve=True)
     return IWAELitModule(
-        model=model, network=network, x_dim=x_dim, lr=cfg.optim.lr,
-        betas=tuple(cfg.optim.betas), eps=cfg.optim.eps, seed=cfg.seed,
+        model=model,
+        network=network,
+        x_dim=x_dim,
+        lr=cfg.optim.lr,
+        betas=tuple(cfg.optim.betas),
+        eps=cfg.optim.eps,
+        seed=cfg.seed,
     )
 
 
@@ -75,9 +80,13 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     trained = time.perf_counter()
 
     estimate = estimate_log_likelihood(
-        module.net.to(datamodule.test_data.device), datamodule.test_data,
-        n_samples=cfg.eval.n_samples, batch_size=cfg.eval.batch_size,
-        memory_cap_gib=cfg.eval.memory_cap_gib, seed=cfg.eval.seed, progress=cfg.eval.progress,
+        module.net.to(datamodule.test_data.device),
+        datamodule.test_data,
+        n_samples=cfg.eval.n_samples,
+        batch_size=cfg.eval.batch_size,
+        memory_cap_gib=cfg.eval.memory_cap_gib,
+        seed=cfg.eval.seed,
+        progress=cfg.eval.progress,
     )
     finished = time.perf_counter()
     torch.save(estimate.per_point, run_dir / PER_POINT_FILE)
@@ -99,10 +108,16 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "config": OmegaConf.to_container(cfg, resolve=True),
         "versions": package_versions(),
         "git": git_state(),
-        "machine": {"platform": platform.platform(), "device": str(datamodule.test_data.device),
-                    "torch_threads": torch.get_num_threads()},
-        "wall_time_s": {"train": trained - started, "eval": finished - trained,
-                        "total": finished - started},
+        "machine": {
+            "platform": platform.platform(),
+            "device": str(datamodule.test_data.device),
+            "torch_threads": torch.get_num_threads(),
+        },
+        "wall_time_s": {
+            "train": trained - started,
+            "eval": finished - trained,
+            "total": finished - started,
+        },
         "per_point_file": PER_POINT_FILE,
     }
     write_json_atomic(run_dir / RESULT_FILE, result)

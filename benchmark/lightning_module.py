@@ -62,6 +62,8 @@ class IWAELitModule(pl.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(
-            self.parameters(), lr=self.hparams.lr, betas=tuple(self.hparams.betas),
+            self.parameters(),
+            lr=self.hparams.lr,
+            betas=tuple(self.hparams.betas),
             eps=self.hparams.eps,
         )

@@ -63,12 +63,17 @@ class ImportanceWeightedAutoencoder(nn.Module):
         super().__init__()
         net = spec.network
         self.spec, self.x_dim, self.latent = spec, x_dim, net.latent
-        common = {"activation": net.activation, "init_std": spec.init_std,
-                  "sampling": spec.weight_sampling}
-        self.encoder = GaussianMLP([x_dim, *net.hidden, 2 * net.latent],
-                                   random=spec.random_encoder, **common)
-        self.decoder = GaussianMLP([net.latent, *reversed(net.hidden), x_dim],
-                                   random=spec.random_decoder, **common)
+        common = {
+            "activation": net.activation,
+            "init_std": spec.init_std,
+            "sampling": spec.weight_sampling,
+        }
+        self.encoder = GaussianMLP(
+            [x_dim, *net.hidden, 2 * net.latent], random=spec.random_encoder, **common
+        )
+        self.decoder = GaussianMLP(
+            [net.latent, *reversed(net.hidden), x_dim], random=spec.random_decoder, **common
+        )
 
     def random_layers(self) -> list[GaussianLinear]:
         return [m for m in self.modules() if isinstance(m, GaussianLinear) and m.random]

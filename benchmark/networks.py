@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -34,11 +35,13 @@ class GaussianMLP(nn.Module):
     ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}: choose from {sorted(ACTIVATIONS)}")
+            raise ValueError(
+                f"unknown activation {activation!r}: choose from {sorted(ACTIVATIONS)}"
+            )
         self.activation = ACTIVATIONS[activation]
         self.layers = nn.ModuleList(
             GaussianLinear(n_in, n_out, random=random, init_std=init_std, sampling=sampling)
-            for n_in, n_out in zip(sizes[:-1], sizes[1:])
+            for n_in, n_out in itertools.pairwise(sizes)
         )
 
     def forward(self, h: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:

@@ -12,8 +12,17 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-PACKAGES = ("torch", "torchvision", "pytorch-lightning", "hydra-core", "omegaconf",
-            "torchmetrics", "wandb", "numpy", "scipy")
+PACKAGES = (
+    "torch",
+    "torchvision",
+    "pytorch-lightning",
+    "hydra-core",
+    "omegaconf",
+    "torchmetrics",
+    "wandb",
+    "numpy",
+    "scipy",
+)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Config sections that change what is measured; everything else (paths, loggers, progress
@@ -77,10 +86,17 @@ def package_versions() -> dict[str, str | None]:
 
 def git_state() -> dict[str, Any]:
     """Commit of the checkout running the code and whether it had uncommitted changes."""
+
     def git(*args: str) -> str | None:
         try:
-            out = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
-                                 timeout=10, check=True)
+            out = subprocess.run(
+                ["git", *args],
+                cwd=REPO_ROOT,
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            )
         except (OSError, subprocess.SubprocessError):
             return None
         return out.stdout.strip()

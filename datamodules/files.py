@@ -49,7 +49,7 @@ def verify(path: Path, algorithm: str, expected: str) -> None:
 
 
 def copy_from_mirror(relative: str, destination: Path) -> bool:
-    """Copy ``<mirror>/<relative>`` to ``destination`` if the mirror has it; never writes the mirror."""
+    """Copy ``<mirror>/<relative>`` to ``destination`` if present; never writes the mirror."""
     mirror = mirror_dir()
     if mirror is None or not (mirror / relative).is_file():
         return False
@@ -69,7 +69,7 @@ def fetch(
     checksum: str | None = None,
     hint: str = "",
 ) -> Path:
-    """Make ``destination`` exist and pass its checksum: keep it, copy it from the mirror, or download it.
+    """Make ``destination`` exist and pass its checksum: keep, copy from the mirror or download.
 
     Raises :class:`DataError` with the file name, where to put it and ``hint`` when none works.
     """
@@ -87,7 +87,11 @@ def fetch(
         if not destination.is_file():
             raise DataError(
                 f"{destination.name} is missing: put it at {destination}"
-                + (f" or set {MIRROR_ENV} to a directory holding {mirror_relative}" if mirror_relative else "")
+                + (
+                    f" or set {MIRROR_ENV} to a directory holding {mirror_relative}"
+                    if mirror_relative
+                    else ""
+                )
                 + f". {hint}".rstrip()
             )
     if algorithm is not None and checksum is not None:

@@ -44,7 +44,7 @@ def parse_amat(raw: bytes, source: Path, expected_rows: int) -> Tensor:
 
 
 def read_amat(path: Path, split: str) -> Tensor:
-    """Read Larochelle's ``.amat`` (or gzipped ``.amat.gz``) file of ``split``, checking its sha256."""
+    """Read Larochelle's ``.amat`` (or ``.amat.gz``) file of ``split``, checking its sha256."""
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
@@ -83,22 +83,26 @@ class MNISTDataModule(BinaryImageDataModule):
             )
         try:
             splits = [
-                MNIST(str(self.data_dir), train=train, download=True).data for train in (True, False)
+                MNIST(str(self.data_dir), train=train, download=True).data
+                for train in (True, False)
             ]
         except (RuntimeError, ValueError, OSError, EOFError) as err:
             raise DataError(
-                f"reading the MNIST files in {self._raw_dir()} failed ({err}). Delete the extracted "
-                f"files there (keep the checked .gz files) and run again."
+                f"reading the MNIST files in {self._raw_dir()} failed ({err}). Delete the "
+                f"extracted files there (keep the checked .gz files) and run again."
             ) from err
         return tuple(s.reshape(s.shape[0], -1).float().div_(255.0) for s in splits)
 
     def _amat(self, split: str) -> Tensor:
         plain = self.data_dir / "binarized_mnist" / f"binarized_mnist_{split}.amat"
         gz = plain.with_name(plain.name + ".gz")
-        if not plain.is_file() and not gz.is_file():
-            if not copy_from_mirror(f"binarized_mnist/{gz.name}", gz):
-                fetch(plain, mirror_relative=f"binarized_mnist/{gz.name}",
-                      url=LAROCHELLE_URL + plain.name)
+        missing = not plain.is_file() and not gz.is_file()
+        if missing and not copy_from_mirror(f"binarized_mnist/{gz.name}", gz):
+            fetch(
+                plain,
+                mirror_relative=f"binarized_mnist/{gz.name}",
+                url=LAROCHELLE_URL + plain.name,
+            )
         return read_amat(plain if plain.is_file() else gz, split)
 
     def load_static(self) -> tuple[Tensor, Tensor]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 import torch
+from scipy.io.matlab import MatReadError
 from torch import Tensor
 from torchvision.datasets import Omniglot
 from torchvision.datasets.utils import download_and_extract_archive
@@ -43,13 +44,13 @@ def load_chardata(path: Path) -> tuple[Tensor, Tensor]:
     try:
         mat = scipy.io.loadmat(str(path), variable_names=["data", "testdata"])
         splits = [mat["data"], mat["testdata"]]
-    except (OSError, ValueError, KeyError, TypeError) as err:
+    except (OSError, ValueError, KeyError, TypeError, MatReadError) as err:
         raise DataError(
             f"{path} is not a readable chardata.mat with keys 'data' and 'testdata' ({err}). "
             f"Delete it and run again, or use dataset.source=images."
         ) from err
     out = []
-    for name, split in zip(("data", "testdata"), splits):
+    for name, split in zip(("data", "testdata"), splits, strict=True):
         if split.ndim != 2 or split.shape[0] != 784:
             raise DataError(f"{path}: '{name}' has shape {split.shape}, expected (784, N).")
         images = np.asarray(split, dtype=np.float32).T.reshape(-1, 28, 28).transpose(0, 2, 1)
@@ -91,12 +92,17 @@ class OmniglotDataModule(BinaryImageDataModule):
         )
         train, test = load_chardata(path)
         if (train.shape[0], test.shape[0]) != CHARDATA_SIZES:
-            raise DataError(f"{path}: {train.shape[0]}/{test.shape[0]} images, expected "
-                            f"{CHARDATA_SIZES[0]}/{CHARDATA_SIZES[1]}.")
+            raise DataError(
+                f"{path}: {train.shape[0]}/{test.shape[0]} images, expected "
+                f"{CHARDATA_SIZES[0]}/{CHARDATA_SIZES[1]}."
+            )
         return train, test
 
     def _image_root(self) -> Path:
-        """A folder holding ``images_background/`` and ``images_evaluation/``: local, mirror, or downloaded."""
+        """The folder holding ``images_background/`` and ``images_evaluation/``.
+
+        Taken from ``data_dir``, else from the mirror, else downloaded as the official zips.
+        """
         local = self.data_dir / "omniglot"
         if all((local / split).is_dir() for split in IMAGE_SPLITS):
             return local
@@ -125,8 +131,10 @@ class OmniglotDataModule(BinaryImageDataModule):
         root = self._image_root()
         files = sorted(p for split in IMAGE_SPLITS for p in (root / split).glob("*/*/*.png"))
         if len(files) != N_IMAGES:
-            raise DataError(f"{root} holds {len(files)} Omniglot PNG images, expected {N_IMAGES}: "
-                            f"the folders are incomplete. Re-extract the official zips there.")
+            raise DataError(
+                f"{root} holds {len(files)} Omniglot PNG images, expected {N_IMAGES}: "
+                f"the folders are incomplete. Re-extract the official zips there."
+            )
         try:
             images = torch.cat([decode_image(read_file(str(p)), ImageReadMode.GRAY) for p in files])
         except RuntimeError as err:

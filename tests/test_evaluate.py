@@ -1,0 +1,82 @@
+"""The S-sample test log-likelihood: chunking, memory cap, seeding, standard error."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from benchmark.evaluate import estimate_log_likelihood, samples_per_chunk
+from benchmark.models import ImportanceWeightedAutoencoder, ModelSpec
+from tests.conftest import TINY_X, tiny_model
+
+
+def paper_model(**flags) -> ImportanceWeightedAutoencoder:
+    torch.manual_seed(0)
+    return ImportanceWeightedAutoencoder(784, ModelSpec(**flags))
+
+
+@pytest.mark.parametrize("sampling", ["local", "shared"])
+def test_chunk_size_respects_the_memory_cap(sampling: str) -> None:
+    model = paper_model(random_encoder=True, random_decoder=True, weight_sampling=sampling)
+    for cap in (2 << 30, 256 << 20, 16 << 20):
+        chunk = samples_per_chunk(model, 2000, 100, cap)
+        assert 1 <= chunk <= 2000
+        assert 4 * model.forward_floats(chunk, 100) <= cap or chunk == 1
+        assert chunk == 2000 or 4 * model.forward_floats(chunk + 1, 100) > cap
+
+
+def test_forward_floats_bounds_the_real_activation_size() -> None:
+    """The estimate covers the tensors the forward pass actually creates (checked by counting
+    the elements of every intermediate output with forward hooks)."""
+    model = paper_model(random_encoder=True, random_decoder=True)
+    sizes: list[int] = []
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, out: sizes.append(out.numel()))
+        for m in model.modules()
+        if not list(m.children())
+    ]
+    x = torch.rand(10, 784).bernoulli()
+    with torch.no_grad():
+        model.log_weights(x, 7)
+    for hook in hooks:
+        hook.remove()
+    assert sum(sizes) <= model.forward_floats(7, 10)
+
+
+def test_estimate_does_not_depend_on_chunking_beyond_sampling_error() -> None:
+    model = tiny_model(True, True)
+    x = TINY_X.repeat(20, 1)
+    whole = estimate_log_likelihood(model, x, n_samples=400, progress=False)
+    chunked = estimate_log_likelihood(model, x, n_samples=400, memory_cap_gib=1e-6, progress=False)
+    assert samples_per_chunk(model, 400, 100, int(1e-6 * (1 << 30))) < 400
+    diff = whole.per_point - chunked.per_point
+    assert not torch.equal(whole.per_point, chunked.per_point)
+    assert abs(diff.mean().item()) < 5 * diff.std().item() / math.sqrt(diff.numel())
+
+
+def test_estimate_is_reproducible_and_seeded() -> None:
+    model = tiny_model(True, False)
+    a = estimate_log_likelihood(model, TINY_X, n_samples=64, seed=3, progress=False)
+    b = estimate_log_likelihood(model, TINY_X, n_samples=64, seed=3, progress=False)
+    c = estimate_log_likelihood(model, TINY_X, n_samples=64, seed=4, progress=False)
+    assert torch.equal(a.per_point, b.per_point)
+    assert not torch.equal(a.per_point, c.per_point)
+
+
+def test_mean_and_standard_error_over_test_points() -> None:
+    model = tiny_model()
+    x = TINY_X.repeat(7, 1)
+    est = estimate_log_likelihood(model, x, n_samples=32, batch_size=5, progress=False)
+    assert est.n_points == 21 and est.n_samples == 32
+    values = est.per_point
+    assert est.mean == pytest.approx(values.mean().item())
+    assert est.standard_error == pytest.approx(values.std(correction=1).item() / math.sqrt(21))
+    assert model.training  # the model's mode is restored
+
+
+@pytest.mark.parametrize("bad", [{"n_samples": 0}, {"batch_size": 0}, {"memory_cap_gib": 0.0}])
+def test_bad_arguments_are_rejected(bad: dict) -> None:
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        estimate_log_likelihood(tiny_model(), TINY_X, progress=False, **bad)

@@ -1,0 +1,145 @@
+"""Training through Lightning on real MNIST, run.py end to end, config composition."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmark.config import compose_config
+from benchmark.experiment import build_datamodule, build_module, build_trainer, train_and_evaluate
+from benchmark.lightning_module import TrainingDivergedError
+from tests.conftest import REPO_ROOT
+
+MODELS = ("vae", "iwae", "iwaer", "iwaerrec")
+QUIET = ["trainer.enable_progress_bar=false", "eval.progress=false", "~logger"]
+
+
+def small_run_config(tmp_path: Path, data_dir: Path, *overrides: str):
+    return compose_config(
+        [
+            f"results_dir={tmp_path}",
+            f"data_dir={data_dir}",
+            "experiment=smoke",
+            *QUIET,
+            *overrides,
+        ]
+    )
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_one_short_epoch_improves_the_bound(model: str, tmp_path: Path, data_dir: Path) -> None:
+    cfg = small_run_config(tmp_path, data_dir, f"model={model}", "dataset.train_subset=2000")
+    datamodule = build_datamodule(cfg)
+    trainer = build_trainer(cfg)
+    module = build_module(cfg, datamodule.x_dim)
+    datamodule.setup()
+    module.net.init_output_bias(datamodule.train_pixel_mean())
+    x = datamodule.test_data[:300]
+
+    def bound() -> torch.Tensor:
+        with torch.no_grad():
+            return module.net.bound(x, module.spec.k, torch.Generator().manual_seed(0))
+
+    before = bound()
+    trainer.fit(module, datamodule=datamodule)
+    gain = bound() - before
+    assert trainer.global_step == 20
+    assert gain.mean() > 5 * gain.std() / math.sqrt(gain.numel())
+    assert gain.mean() > 10.0  # nats: early training moves fast from the pixel-mean model
+    logged = trainer.callback_metrics["train/bound"]
+    assert torch.isfinite(logged) and -600 < logged < -50
+
+
+def test_training_nan_stops_with_a_clear_error(tmp_path: Path, data_dir: Path) -> None:
+    cfg = small_run_config(tmp_path, data_dir, "model=iwaer", "dataset.train_subset=200")
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg, datamodule.x_dim)
+    with torch.no_grad():
+        module.net.decoder.layers[0].weight[0, 0] = float("nan")
+    with pytest.raises(TrainingDivergedError, match=r"diverged.*Lower optim\.lr"):
+        build_trainer(cfg).fit(module, datamodule=datamodule)
+
+
+def test_same_config_and_seed_give_identical_results(tmp_path: Path, data_dir: Path) -> None:
+    overrides = (
+        "model=iwaer",
+        "dataset.train_subset=300",
+        "dataset.test_subset=50",
+        "eval.n_samples=20",
+    )
+    results = []
+    for name in ("a", "b", "c"):
+        seed = "seed=1" if name == "c" else "seed=0"
+        cfg = small_run_config(tmp_path / name, data_dir, *overrides, seed)
+        results.append(train_and_evaluate(cfg, tmp_path / name))
+    assert results[0]["test_ll"] == results[1]["test_ll"]
+    assert results[0]["train_bound_last_epoch"] == results[1]["train_bound_last_epoch"]
+    assert results[0]["test_ll"] != results[2]["test_ll"]
+
+
+def test_run_py_smoke_writes_a_complete_result(tmp_path: Path, data_dir: Path) -> None:
+    env = {**os.environ, "IWAER_DATA_DIR": str(data_dir)}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "run.py",
+            "experiment=smoke",
+            "model=iwaerrec",
+            f"results_dir={tmp_path}",
+            "trainer.enable_progress_bar=false",
+            "eval.progress=false",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (result_file,) = tmp_path.rglob("result.json")
+    result = json.loads(result_file.read_text())
+    assert result_file.parent.relative_to(tmp_path).parts[:2] == ("mnist", "iwaerrec")
+    assert result["dataset"] == "mnist" and result["model"] == "iwaerrec" and result["seed"] == 0
+    assert -300 < result["test_ll"] < -80 and 0 < result["test_ll_se"] < 10
+    assert result["n_test"] == 500 and result["eval_samples"] == 100 and result["epochs"] == 1
+    assert result["config"]["model"]["random_encoder"] is True
+    protocol = result["protocol"]
+    assert protocol["binarization"] == "dynamic" and protocol["nonlinearity"] == "tanh"
+    assert protocol["weight_sampling"] == "local" and protocol["init_std"] == 0.05
+    assert result["versions"]["torch"].startswith("2.14.1")
+    assert len(result["git"]["commit"] or "") == 40
+    assert result["wall_time_s"]["total"] > 0
+    per_point = torch.load(result_file.parent / result["per_point_file"])
+    assert per_point.shape == (500,)
+    assert per_point.mean().item() == pytest.approx(result["test_ll"])
+    assert (result_file.parent / "metrics.csv").is_file()
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "omniglot"])
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("experiment", ["smoke", "paper"])
+def test_every_config_composes_and_instantiates(model: str, dataset: str, experiment: str) -> None:
+    cfg = compose_config([f"model={model}", f"dataset={dataset}", f"experiment={experiment}"])
+    assert cfg.model.name == model and cfg.dataset.name == dataset
+    module = build_module(cfg, 784)
+    datamodule = build_datamodule(cfg)
+    assert datamodule.name == dataset
+    assert module.spec.random_encoder == (model in ("iwaer", "iwaerrec"))
+    assert module.spec.random_decoder == (model == "iwaer")
+    assert module.spec.k == (1 if model == "vae" else 25)
+    assert f"{dataset}/{model}/" in cfg.run_dir
+
+
+def test_protocol_id_separates_protocols_but_not_paths() -> None:
+    base = compose_config(["model=iwaer"])
+    assert base.run_dir == compose_config(["model=iwaer", "data_dir=/elsewhere"]).run_dir
+    assert base.run_dir != compose_config(["model=iwaer", "dataset.binarization=static"]).run_dir
+    assert base.run_dir != compose_config(["model=iwaer", "trainer.max_epochs=3"]).run_dir
+    assert base.run_dir.endswith("seed_0")
