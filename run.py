@@ -1,27 +1,35 @@
-"""Train and evaluate one configuration (or a sweep with -m). See README.md.
+"""Train and evaluate one configuration, or sweep with -m. See README.md.
 
 python run.py model=iwaer dataset=mnist
-python run.py -m model=iwae,iwaer seed=0,1,2
+python run.py -m model=iwaer,iwae seed=0-4
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from benchmark.cli import expand_seed_ranges
 from benchmark.config import register_resolvers
-from benchmark.experiment import train_and_evaluate
+from benchmark.experiment import run
+from benchmark.validation import ConfigError
 
 register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    result = train_and_evaluate(cfg, run_dir)
+    try:
+        result = run(cfg, run_dir)
+    except ConfigError as err:
+        sys.exit(f"error: {err}")
+    if result is None:
+        return None
     print(
         f"{result['dataset']} {result['model']} seed {result['seed']}: test log-likelihood "
         f"{result['test_ll']:.3f} ± {result['test_ll_se']:.3f} nats "
@@ -31,4 +39,8 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    try:
+        sys.argv[1:] = expand_seed_ranges(sys.argv[1:])
+    except ConfigError as err:
+        sys.exit(f"error: {err}")
     main()

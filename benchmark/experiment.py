@@ -1,8 +1,14 @@
-"""One run: build data and model from a composed config, train, evaluate, write result.json."""
+"""One run: build data and model from a composed config, train, evaluate, write result.json.
+
+A run directory is locked while a process works in it; a finished run (``result.json`` of the
+same protocol) is skipped; an interrupted one resumes from ``checkpoints/last.ckpt``.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 import platform
 import time
@@ -12,9 +18,14 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from filelock import FileLock, Timeout
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import WandbLogger
 
+from benchmark.callbacks import ImageGrids, WeightStdMonitor
+from benchmark.checkpointing import AtomicCheckpointIO
 from benchmark.evaluate import estimate_log_likelihood
 from benchmark.lightning_module import IWAELitModule
 from benchmark.provenance import (
@@ -24,10 +35,19 @@ from benchmark.provenance import (
     protocol_config,
     protocol_id,
 )
+from benchmark.validation import validate
+from benchmark.wandb_logging import offline_sync_hint
 from datamodules import BinaryImageDataModule
+
+log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
 PER_POINT_FILE = "test_ll_per_point.pt"
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+
+
+class ResultMismatchError(RuntimeError):
+    """A run directory holds a result of another protocol."""
 
 
 def build_datamodule(cfg: DictConfig) -> BinaryImageDataModule:
@@ -50,33 +70,110 @@ def build_module(cfg: DictConfig, x_dim: int) -> IWAELitModule:
     )
 
 
-def build_trainer(cfg: DictConfig) -> pl.Trainer:
+def build_trainer(cfg: DictConfig, run_dir: Path | None = None) -> pl.Trainer:
+    """Trainer with the configured loggers; with ``run_dir``, also checkpoints and image grids."""
     loggers = [instantiate(conf) for conf in (cfg.get("logger") or {}).values()]
-    return instantiate(cfg.trainer, logger=loggers or False)
+    callbacks: list[pl.Callback] = [WeightStdMonitor()]
+    if run_dir is not None:
+        callbacks += [
+            ModelCheckpoint(
+                dirpath=run_dir / LAST_CHECKPOINT.parent,
+                save_last=True,
+                save_top_k=0,
+                every_n_epochs=cfg.checkpoint.every_n_epochs,
+                save_on_train_epoch_end=True,
+            ),
+            ImageGrids(run_dir, seed=cfg.eval.seed),
+        ]
+    every = cfg.eval.test_bound_every_n_epochs
+    val_batches = math.ceil(cfg.eval.test_bound_points / cfg.optim.batch_size) if every else 0
+    return instantiate(
+        cfg.trainer,
+        logger=loggers or False,
+        callbacks=callbacks,
+        enable_checkpointing=run_dir is not None,
+        plugins=[AtomicCheckpointIO()],
+        check_val_every_n_epoch=max(every, 1),
+        limit_val_batches=val_batches,
+    )
 
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     """Write ``payload`` to ``path`` via a temporary file, so a reader never sees half a file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
     tmp.replace(path)
 
 
+def finished_result(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+    """The run's ``result.json`` if it exists for this protocol; None if absent or unreadable."""
+    path = run_dir / RESULT_FILE
+    if not path.is_file():
+        return None
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        log.warning("%s is unreadable (%s): running again", path, err)
+        return None
+    if result.get("protocol_config") != protocol_config(cfg):
+        raise ResultMismatchError(
+            f"{path} holds a result of a different protocol than this run's: move it away and "
+            f"run again."
+        )
+    return result
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+    """Train and evaluate unless finished (returns the stored result) or busy (returns None)."""
+    validate(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    label = f"{cfg.dataset.name}/{cfg.model.name} seed {cfg.seed}"
+    lock = FileLock(run_dir / ".lock", timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        log.warning("skip %s: another process is running it in %s", label, run_dir)
+        return None
+    try:
+        result = finished_result(cfg, run_dir)
+        if result is not None:
+            log.info(
+                "skip %s: finished, test_ll %.3f (%s)",
+                label,
+                result["test_ll"],
+                run_dir / RESULT_FILE,
+            )
+            return result
+        return train_and_evaluate(cfg, run_dir)
+    finally:
+        lock.release()
+
+
 def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Train the configured model, estimate its test log-likelihood, write ``result.json``."""
+    """Train the configured model (resuming a checkpoint), estimate its test log-likelihood,
+    write ``result.json`` and ``test_ll_per_point.pt``."""
     started = time.perf_counter()
     run_dir.mkdir(parents=True, exist_ok=True)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    if cfg.get("num_threads"):
+        torch.set_num_threads(cfg.num_threads)
     pl.seed_everything(cfg.seed, workers=False, verbose=False)
 
     datamodule = build_datamodule(cfg)
-    trainer = build_trainer(cfg)
+    trainer = build_trainer(cfg, run_dir)
     module = build_module(cfg, datamodule.x_dim)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     datamodule.trainer = trainer
     datamodule.prepare_data()
     datamodule.setup("fit")
     module.net.init_output_bias(datamodule.train_pixel_mean().cpu())
-    trainer.fit(module, datamodule=datamodule)
+    checkpoint = run_dir / LAST_CHECKPOINT
+    if checkpoint.is_file():
+        log.info("resuming from %s", checkpoint)
+    trainer.fit(
+        module, datamodule=datamodule, ckpt_path=checkpoint if checkpoint.is_file() else None
+    )
     trained = time.perf_counter()
 
     estimate = estimate_log_likelihood(
@@ -90,6 +187,15 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     )
     finished = time.perf_counter()
     torch.save(estimate.per_point, run_dir / PER_POINT_FILE)
+    for logger in trainer.loggers:
+        logger.log_metrics(
+            {
+                "test/log_likelihood": estimate.mean,
+                "test/log_likelihood_se": estimate.standard_error,
+            },
+            step=trainer.global_step,
+        )
+        logger.save()
 
     final_bound = trainer.callback_metrics.get("train/bound")
     result = {
@@ -121,4 +227,10 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "per_point_file": PER_POINT_FILE,
     }
     write_json_atomic(run_dir / RESULT_FILE, result)
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            hint = offline_sync_hint(logger)
+            logger.experiment.finish()
+            if hint:
+                log.info("W&B run logged offline; upload it with: %s", hint)
     return result

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from benchmark.models import ImportanceWeightedAutoencoder, ModelSpec, NetworkSpec
-from benchmark.seeding import derive_seed
+from benchmark.seeding import derive_seed, make_generator
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -21,7 +21,8 @@ class IWAELitModule(pl.LightningModule):
 
     The loss is ``-mean_b L_k(x_b)``; ``train/bound`` logs ``mean_b L_k(x_b)`` averaged over
     the epoch (the bound itself, in nats, on the binarized training minibatches). All noise of
-    a step comes from the stream ``(seed, "train", global_step)``.
+    a step comes from the stream ``(seed, "train", global_step)``. ``test/bound`` (validation
+    loop, on the first test points) uses the same noise at every epoch.
     """
 
     def __init__(
@@ -51,6 +52,12 @@ class IWAELitModule(pl.LightningModule):
         bound = self.net.bound(x, self.spec.k, self.step_generator(x.device)).mean()
         self.log("train/bound", bound, on_step=False, on_epoch=True, batch_size=x.shape[0])
         return -bound
+
+    def validation_step(self, x: Tensor, batch_idx: int) -> None:
+        """``test/bound``: L_k on the test points, with the same noise at every epoch."""
+        generator = make_generator(x.device, self.hparams.seed, "test-bound", batch_idx)
+        bound = self.net.bound(x, self.spec.k, generator).mean()
+        self.log("test/bound", bound, on_step=False, on_epoch=True, batch_size=x.shape[0])
 
     def on_train_epoch_end(self) -> None:
         bound = self.trainer.callback_metrics.get("train/bound")

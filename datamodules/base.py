@@ -120,6 +120,13 @@ class BinaryImageDataModule(pl.LightningDataModule):
             seed=self.seed,
         )
 
+    def val_dataloader(self) -> DataLoader:
+        """The test split in order (for the test bound logged during training)."""
+        self.setup()
+        return device_loader(
+            self.test_data, self.batch_size, shuffle=False, drop_last=False, seed=self.seed
+        )
+
     def on_after_batch_transfer(self, batch: Tensor, dataloader_idx: int) -> Tensor:
         """Dynamic binarization of a training minibatch, seeded by ``(seed, global_step)``."""
         trainer = self.trainer

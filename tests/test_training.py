@@ -119,7 +119,9 @@ def test_run_py_smoke_writes_a_complete_result(tmp_path: Path, data_dir: Path) -
     per_point = torch.load(result_file.parent / result["per_point_file"])
     assert per_point.shape == (500,)
     assert per_point.mean().item() == pytest.approx(result["test_ll"])
-    assert (result_file.parent / "metrics.csv").is_file()
+    assert (result_file.parent / "csv" / "version_0" / "metrics.csv").is_file()
+    assert (result_file.parent / "checkpoints" / "last.ckpt").is_file()
+    assert (result_file.parent / "samples.png").stat().st_size > 0
 
 
 @pytest.mark.parametrize("dataset", ["mnist", "omniglot"])

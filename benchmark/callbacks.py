@@ -1,0 +1,65 @@
+"""Lightning callbacks: weight-std statistics and image grids of samples and reconstructions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import WandbLogger
+from torchvision.utils import make_grid, save_image
+
+from benchmark.seeding import make_generator
+
+
+class WeightStdMonitor(pl.Callback):
+    """Logs mean / min / max of the weight stds softplus(rho) of every random layer per epoch."""
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        stats = {}
+        for name, module in pl_module.net.named_modules():
+            if getattr(module, "random", False):
+                std = module.weight_std().detach()
+                key = f"weight_std/{name.replace('.layers.', '.')}"
+                stats.update(
+                    {f"{key}/mean": std.mean(), f"{key}/min": std.min(), f"{key}/max": std.max()}
+                )
+        if stats:
+            pl_module.log_dict(stats, on_step=False, on_epoch=True)
+
+
+class ImageGrids(pl.Callback):
+    """At the end of training: ``samples.png`` (pixel means of p(x|z), z ~ p(z)) and
+    ``reconstructions.png`` (test images above their one-sample reconstructions) in the run
+    directory; also sent to W&B when it is a logger."""
+
+    def __init__(self, run_dir: str | Path, n: int = 64, seed: int = 0) -> None:
+        self.run_dir, self.n, self.seed = Path(run_dir), n, seed
+
+    @torch.no_grad()
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        datamodule = trainer.datamodule
+        net = pl_module.net
+        device = pl_module.device
+        height, width = datamodule.image_shape
+        samples = net.sample(self.n, make_generator(device, self.seed, "samples"))
+        x = datamodule.test_data[: self.n // 2]
+        generator = make_generator(device, self.seed, "reconstructions")
+        mean, log_var = net.encode(x, 1, generator)
+        z = mean + torch.exp(0.5 * log_var) * torch.randn(
+            mean.shape, generator=generator, device=device
+        )
+        recon = torch.sigmoid(net.decode(z, generator))[0]
+        grids = {
+            "samples": make_grid(samples.view(-1, 1, height, width), nrow=8, pad_value=1.0),
+            "reconstructions": make_grid(
+                torch.cat([x, recon]).view(-1, 1, height, width), nrow=8, pad_value=1.0
+            ),
+        }
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        for name, grid in grids.items():
+            save_image(grid, self.run_dir / f"{name}.png")
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                for name, grid in grids.items():
+                    logger.log_image(key=f"images/{name}", images=[grid.cpu()])

@@ -1,0 +1,33 @@
+"""Crash-safe checkpoints: the previous checkpoint stays valid until the new one is complete."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes ``.<name>.<pid>.tmp`` beside the target, fsyncs it, then renames it over the target.
+
+    The rename is atomic within one file system (also on network file systems, unlike a
+    temporary file in /tmp that is moved across devices), so a process killed at any moment
+    leaves either the old or the new checkpoint, never a truncated one.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with tmp.open("wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)

@@ -1,0 +1,74 @@
+"""Checks of a composed config before anything is trained or written."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from benchmark.gaussian_layers import WeightSampling
+from benchmark.networks import ACTIVATIONS
+
+
+class ConfigError(ValueError):
+    """A config value is out of range; the message names the key and the allowed values."""
+
+
+def _positive_int(cfg: DictConfig, key: str) -> None:
+    value = cfg_get(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+
+
+def _positive_number(cfg: DictConfig, key: str) -> None:
+    value = cfg_get(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigError(f"{key} must be a positive number, got {value!r}")
+
+
+def _choice(cfg: DictConfig, key: str, allowed: list[str]) -> None:
+    value = cfg_get(cfg, key)
+    if value not in allowed:
+        raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def cfg_get(cfg: DictConfig, key: str) -> object:
+    node: object = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` for the first out-of-range value of ``cfg``."""
+    seed = cfg.seed
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(
+            f"seed must be a non-negative integer (or a range A-B with -m), got {seed!r}"
+        )
+    for key in (
+        "model.k",
+        "trainer.max_epochs",
+        "optim.batch_size",
+        "eval.n_samples",
+        "eval.batch_size",
+        "network.latent",
+    ):
+        _positive_int(cfg, key)
+    for key in ("model.init_std", "optim.lr", "eval.memory_cap_gib"):
+        _positive_number(cfg, key)
+    hidden = list(cfg.network.hidden)
+    if any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden):
+        raise ConfigError(f"network.hidden must be a list of positive integers, got {hidden}")
+    _choice(cfg, "network.activation", sorted(ACTIVATIONS))
+    _choice(cfg, "model.weight_sampling", [m.value for m in WeightSampling])
+    _choice(cfg, "dataset.binarization", ["dynamic", "static", "none"])
+    if cfg.dataset.name == "omniglot":
+        _choice(cfg, "dataset.source", ["chardata", "images"])
+    for key in ("dataset.train_subset", "dataset.test_subset"):
+        if cfg_get(cfg, key) is not None:
+            _positive_int(cfg, key)
+    every = cfg.eval.test_bound_every_n_epochs
+    if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+        raise ConfigError(
+            f"eval.test_bound_every_n_epochs must be 0 (off) or a positive integer, got {every!r}"
+        )
+    _positive_int(cfg, "checkpoint.every_n_epochs")
