@@ -14,11 +14,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from benchmark.cli import expand_seed_ranges
-from benchmark.config import register_resolvers
+from benchmark.config import configure_hydra
 from benchmark.experiment import run
 from benchmark.validation import ConfigError
 
-register_resolvers()
+configure_hydra()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

@@ -76,12 +76,14 @@ def build_trainer(cfg: DictConfig, run_dir: Path | None = None) -> pl.Trainer:
     callbacks: list[pl.Callback] = [WeightStdMonitor()]
     if run_dir is not None:
         callbacks += [
+            # One file, overwritten (atomically) every n epochs: the latest state to resume.
             ModelCheckpoint(
                 dirpath=run_dir / LAST_CHECKPOINT.parent,
-                save_last=True,
-                save_top_k=0,
+                filename=LAST_CHECKPOINT.stem,
+                save_top_k=1,
                 every_n_epochs=cfg.checkpoint.every_n_epochs,
                 save_on_train_epoch_end=True,
+                enable_version_counter=False,
             ),
             ImageGrids(run_dir, seed=cfg.eval.seed),
         ]
@@ -154,7 +156,10 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     write ``result.json`` and ``test_ll_per_point.pt``."""
     started = time.perf_counter()
     run_dir.mkdir(parents=True, exist_ok=True)
+    # Lightning's hints for DataLoader-based pipelines do not apply to device-resident data,
+    # and metrics here are logged per epoch, not every n steps.
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     if cfg.get("num_threads"):
         torch.set_num_threads(cfg.num_threads)
     pl.seed_everything(cfg.seed, workers=False, verbose=False)
