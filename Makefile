@@ -3,7 +3,16 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow smoke lint format clean
+# Table 1 reproduction: `make reproduce-table1 [PRESET=quick] [LAUNCHER=joblib|submitit_slurm]`.
+PRESET ?= paper
+MODELS ?= iwae,iwaer,iwaerrec
+DATASETS ?= mnist,omniglot
+SEEDS ?= 0-4
+RESULTS ?= results
+LAUNCHER ?= basic
+ARGS ?=
+
+.PHONY: install test test-slow smoke lint format clean reproduce-table1 table1
 
 install: $(STAMP)
 
@@ -24,6 +33,14 @@ test-slow: install
 
 smoke: install
 	$(BIN)/python run.py experiment=smoke
+
+reproduce-table1: install
+	$(BIN)/python run.py -m experiment=$(PRESET) model=$(MODELS) dataset=$(DATASETS) \
+		seed=$(SEEDS) hydra/launcher=$(LAUNCHER) results_dir=$(RESULTS) $(ARGS)
+	$(BIN)/python -m benchmark.aggregate $(RESULTS)
+
+table1: install
+	$(BIN)/python -m benchmark.aggregate $(RESULTS)
 
 lint: install
 	$(BIN)/ruff check .
