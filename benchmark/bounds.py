@@ -9,7 +9,6 @@ import math
 
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -24,13 +23,34 @@ def log_normal_diag(z: Tensor, mean: Tensor, log_var: Tensor) -> Tensor:
     return -0.5 * ((z - mean).square() * torch.exp(-log_var) + log_var + LOG_2PI).sum(-1)
 
 
+class _BernoulliLogLikelihood(torch.autograd.Function):
+    """sum_d x_d l_d - softplus(l_d) with a one-pass gradient ``x - sigmoid(l)``.
+
+    softplus(l) = max(l, 0) + log(1 + exp(-|l|)); ``log(1 + u)`` replaces ``log1p(u)``, which
+    is not vectorised in PyTorch's CPU kernels (8x slower here). For u = exp(-|l|) < 6e-8 it
+    returns 0 instead of u: an absolute error below 6e-8 nats per pixel.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, logits: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, logits)
+        softplus = torch.relu(logits) + torch.log(torch.exp(-logits.abs()) + 1.0)
+        return (x * logits - softplus).sum(-1)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[None, Tensor]:  # type: ignore[override]
+        x, logits = ctx.saved_tensors
+        return None, (x - torch.sigmoid(logits)) * grad.unsqueeze(-1)
+
+
 def bernoulli_log_likelihood(x: Tensor, logits: Tensor) -> Tensor:
     """log prod_d Bernoulli(x_d; sigmoid(logits_d)) = sum_d x_d l_d - softplus(l_d).
 
     ``x [B, D]`` broadcasts against ``logits [k, B, D]``; result ``[k, B]``. Valid for grey
-    ``x`` in [0, 1] too (then it is a cross-entropy, not a log-probability).
+    ``x`` in [0, 1] too (then it is a cross-entropy, not a log-probability). ``x`` gets no
+    gradient (it is data).
     """
-    return (x * logits - F.softplus(logits)).sum(-1)
+    return _BernoulliLogLikelihood.apply(x, logits)
 
 
 def iwae_bound(log_weights: Tensor) -> Tensor:

@@ -189,6 +189,7 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         memory_cap_gib=cfg.eval.memory_cap_gib,
         seed=cfg.eval.seed,
         progress=cfg.eval.progress,
+        max_chunk_rows=cfg.eval.max_chunk_rows,
     )
     finished = time.perf_counter()
     torch.save(estimate.per_point, run_dir / PER_POINT_FILE)

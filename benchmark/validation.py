@@ -72,3 +72,5 @@ def validate(cfg: DictConfig) -> None:
             f"eval.test_bound_every_n_epochs must be 0 (off) or a positive integer, got {every!r}"
         )
     _positive_int(cfg, "checkpoint.every_n_epochs")
+    if cfg.eval.get("max_chunk_rows") is not None:
+        _positive_int(cfg, "eval.max_chunk_rows")

@@ -12,7 +12,13 @@ import math
 import pytest
 import torch
 
-from benchmark.bounds import elbo_analytic_kl, iwae_bound, log_normal_diag, log_standard_normal
+from benchmark.bounds import (
+    bernoulli_log_likelihood,
+    elbo_analytic_kl,
+    iwae_bound,
+    log_normal_diag,
+    log_standard_normal,
+)
 from benchmark.evaluate import estimate_log_likelihood
 from tests.conftest import TINY_X, exact_log_marginal, tiny_model
 
@@ -180,3 +186,16 @@ def test_bound_means_agree_across_weight_sampling_modes() -> None:
         results.append((bounds.mean().item(), bounds.var().item() / reps))
     (m0, v0), (m1, v1) = results
     assert abs(m0 - m1) < 5 * math.sqrt(v0 + v1)
+
+
+def test_bernoulli_log_likelihood_and_its_gradient_match_the_textbook_form() -> None:
+    torch.manual_seed(0)
+    logits = (torch.randn(3, 4, 50, dtype=torch.float64) * 30).requires_grad_()
+    x = torch.rand(4, 50, dtype=torch.float64).bernoulli()
+    reference = torch.distributions.Bernoulli(logits=logits).log_prob(x).sum(-1)
+    value = bernoulli_log_likelihood(x, logits)
+    torch.testing.assert_close(value, reference, rtol=0, atol=1e-9)
+    weights = torch.randn(3, 4, dtype=torch.float64)
+    (grad,) = torch.autograd.grad((value * weights).sum(), logits)
+    (ref_grad,) = torch.autograd.grad((reference * weights).sum(), logits)
+    torch.testing.assert_close(grad, ref_grad)

@@ -25,6 +25,8 @@ def test_chunk_size_respects_the_memory_cap(sampling: str) -> None:
         assert 1 <= chunk <= 2000
         assert 4 * model.forward_floats(chunk, 100) <= cap or chunk == 1
         assert chunk == 2000 or 4 * model.forward_floats(chunk + 1, 100) > cap
+    assert samples_per_chunk(model, 2000, 100, 2 << 30, max_rows=5000) == 50
+    assert samples_per_chunk(model, 2000, 100, 2 << 30, max_rows=50) == 1
 
 
 def test_forward_floats_bounds_the_real_activation_size() -> None:
@@ -48,7 +50,7 @@ def test_forward_floats_bounds_the_real_activation_size() -> None:
 def test_estimate_does_not_depend_on_chunking_beyond_sampling_error() -> None:
     model = tiny_model(True, True)
     x = TINY_X.repeat(20, 1)
-    whole = estimate_log_likelihood(model, x, n_samples=400, progress=False)
+    whole = estimate_log_likelihood(model, x, n_samples=400, progress=False, max_chunk_rows=10**9)
     chunked = estimate_log_likelihood(model, x, n_samples=400, memory_cap_gib=1e-6, progress=False)
     assert samples_per_chunk(model, 400, 100, int(1e-6 * (1 << 30))) < 400
     diff = whole.per_point - chunked.per_point
