@@ -67,6 +67,7 @@ def build_module(cfg: DictConfig, x_dim: int) -> IWAELitModule:
         betas=tuple(cfg.optim.betas),
         eps=cfg.optim.eps,
         seed=cfg.seed,
+        compile=cfg.compile,
     )
 
 

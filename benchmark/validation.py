@@ -71,6 +71,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             f"eval.test_bound_every_n_epochs must be 0 (off) or a positive integer, got {every!r}"
         )
+    if not isinstance(cfg.compile, bool):
+        raise ConfigError(f"compile must be true or false, got {cfg.compile!r}")
     _positive_int(cfg, "checkpoint.every_n_epochs")
     if cfg.eval.get("max_chunk_rows") is not None:
         _positive_int(cfg, "eval.max_chunk_rows")

@@ -1,0 +1,194 @@
+"""``bench.md``: the speed benchmark's measurements as tables, each target met or missed, and
+for a missed one, by how much and which ops the profile says the time goes to."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Targets of the speed issue (on a 2-core CPU, fp32). Ratios are upper bounds, speed-ups
+# lower bounds.
+TARGETS = {
+    "step_iwae": 1.3,  # IWAE step time / GEMM-bound time
+    "step_random": 1.4,  # IWAER and IWAERrec step time / GEMM-bound time
+    "vs_plain_iwae": 1.0,  # plain PyTorch IWAE step time / ours
+    "vs_loop_iwaer": 3.0,  # loop-over-samples IWAER step time / ours
+    "epoch": 1.05,  # Lightning epoch / sum of its bare steps
+    "eval": 1.3,  # evaluation time / GEMM-bound time
+}
+
+
+def _at_most(value: float, target: float) -> str:
+    if value <= target:
+        return f"met (≤ {target:g})"
+    return f"**missed** by {100 * (value / target - 1):.0f}% (target ≤ {target:g})"
+
+
+def _at_least(value: float, target: float) -> str:
+    if value >= target:
+        return f"met (≥ {target:g})"
+    return f"**missed** by {100 * (1 - value / target):.0f}% (target ≥ {target:g})"
+
+
+def where_time_goes(profile: dict[str, Any], n: int = 4) -> str:
+    """'matmuls 52% of op time; aten::normal_ 14% (2.1 ms), ...' from :func:`profile_ops`."""
+    others = [op for op in profile["top_ops"] if not op["gemm"]][:n]
+    parts = [f"`{op['op']}` {100 * op['share']:.0f}% ({op['ms_per_call']:.1f} ms)" for op in others]
+    return f"matmuls {100 * profile['gemm_share']:.0f}% of op time; then " + ", ".join(parts)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def render_markdown(result: dict[str, Any]) -> str:
+    cfg, mach, matmul = result["config"], result["machine"], result["matmul"]
+    git = result["git"]
+    peak = matmul["peak_gflops"]
+    lines = [
+        "# Speed benchmark",
+        "",
+        f"`python -m benchmark.speed` on {mach.get('gpu') or mach.get('cpu') or mach['processor']}"
+        f" ({mach['device']}, {mach['torch_threads']} torch threads, {mach['cpu_count']} cores"
+        f" available), torch {result['versions']['torch']}, commit "
+        f"{(git['commit'] or 'unknown')[:10]}{' (dirty)' if git['dirty'] else ''},"
+        f" {result['created']}. Batch {cfg['batch']}, k = {cfg['k']}, hidden {cfg['hidden']},"
+        f" latent {cfg['latent']}, D = 784, fp32. Every ratio compares times of this run.",
+        "",
+        "## Peak matmul rate",
+        "",
+        f"Best `torch.mm` rate over the {len(matmul['shapes'])} product shapes of the models' "
+        f"training steps: **{peak:.0f} GFLOP/s** ({matmul['dtype']}). GEMM-bound time = minimal "
+        "matmul FLOPs (`benchmark/flops.py`) / this rate.",
+        "",
+    ]
+    lines += _table(
+        ["m x k x n", "GFLOP/s"],
+        [[f"{s['m']} x {s['k']} x {s['n']}", f"{s['gflops']:.0f}"] for s in matmul["shapes"]],
+    )
+    lines += ["", "## Training step (forward, backward, Adam)", ""]
+    lines += _table(
+        ["model", "ms", "GFLOP", "GFLOP/s", "GEMM-bound ms", "ratio", "target"],
+        [
+            [
+                r["model"],
+                f"{r['ms']:.1f}",
+                f"{r['gflop']:.2f}",
+                f"{r['gflops']:.0f}",
+                f"{r['gemm_bound_ms']:.1f}",
+                f"{r['ratio']:.2f}",
+                _at_most(r["ratio"], r["target"]),
+            ]
+            for r in result["train_steps"]
+        ],
+    )
+    lines += ["", "Where a step's time goes (profiler, self time per step):", ""]
+    lines += [f"- {r['model']}: {where_time_goes(r['profile'])}" for r in result["train_steps"]]
+    lines += ["", "## Against straightforward implementations (`benchmark/reference.py`)", ""]
+    lines += _table(
+        ["reference", "ours", "reference ms", "ours ms", "speed-up", "target"],
+        [
+            [
+                r["reference"],
+                r["model"],
+                f"{r['reference_ms']:.1f}",
+                f"{r['ms']:.1f}",
+                f"{r['speedup']:.2f}x",
+                _at_least(r["speedup"], r["target_speedup"]),
+            ]
+            for r in result["references"]
+        ],
+    )
+    epoch = result["lightning_epoch"]
+    overhead_ms = (epoch["epoch_s"] - epoch["steps_s"]) / epoch["steps"] * 1e3
+    lines += [
+        "",
+        "## One Lightning epoch",
+        "",
+        f"{epoch['model']}, {epoch['steps']} steps through `run.py`'s Trainer (real MNIST, dynamic "
+        f"binarization, CSV logging): {epoch['epoch_s']:.1f} s against {epoch['steps_s']:.1f} s "
+        f"for as many bare steps: ratio **{epoch['ratio']:.3f}**, "
+        f"{_at_most(epoch['ratio'], epoch['target'])}; {overhead_ms:+.2f} ms per step.",
+        "",
+        f"## Test log-likelihood evaluation (S = {cfg['eval_samples']})",
+        "",
+    ]
+    lines += _table(
+        ["model", "points", "samples/s", "GEMM-bound s", "s", "ratio", "target", "peak memory"],
+        [
+            [
+                r["model"],
+                str(r["points"]),
+                f"{r['samples_per_s']:,.0f}",
+                f"{r['gemm_bound_s']:.2f}",
+                f"{r['seconds']:.2f}",
+                f"{r['ratio']:.2f}",
+                _at_most(r["ratio"], r["target"]),
+                _memory(r),
+            ]
+            for r in result["eval"]
+        ],
+    )
+    lines += ["", "Where the evaluation's time goes:", ""]
+    lines += [f"- {r['model']}: {where_time_goes(r['profile'])}" for r in result["eval"]]
+    if result["bf16"]:
+        lines += ["", "## bf16 autocast (training step)", ""]
+        lines += _table(
+            ["model", "ms", "speed-up", "mean abs. change of the bound (nats)"],
+            [
+                [
+                    r["model"],
+                    f"{r['ms']:.1f}",
+                    f"{r['speedup']:.2f}x",
+                    f"{r['bound_abs_diff_nats']:.3f}",
+                ]
+                for r in result["bf16"]
+            ],
+        )
+    if result["compile"]:
+        lines += ["", "## `torch.compile` (training step; `compile=true` in `run.py`)", ""]
+        lines += _table(
+            ["model", "compile s", "ms", "speed-up", "mean abs. change of the bound (nats)"],
+            [
+                [
+                    r["model"],
+                    f"{r['compile_s']:.0f}",
+                    f"{r['ms']:.1f}",
+                    f"{r['speedup']:.2f}x",
+                    f"{r['bound_abs_diff_nats']:.2g}",
+                ]
+                for r in result["compile"]
+            ],
+        )
+    projection = result["projection"]
+    lines += [
+        "",
+        f"## Projected `experiment=paper` run ({projection['epochs']} epochs, "
+        f"S = {projection['eval_samples']}) on this machine",
+        "",
+        "Step time x steps x Lightning ratio, plus test points x S / evaluation rate:",
+        "",
+    ]
+    lines += _table(
+        ["data set", "model", "train h", "eval h", "total h"],
+        [
+            [
+                r["dataset"],
+                r["model"],
+                f"{r['train_h']:.1f}",
+                f"{r['eval_h']:.2f}",
+                f"{r['total_h']:.1f}",
+            ]
+            for r in projection["runs"]
+        ],
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _memory(row: dict[str, Any]) -> str:
+    if row["peak_memory_bytes"] is None:
+        return "n/a"
+    used, cap = row["peak_memory_bytes"] / 2**20, row["memory_cap_bytes"] / 2**20
+    verdict = "within" if used <= cap else "**over**"
+    return f"{used:.0f} MiB, {verdict} the {cap:.0f} MiB cap"

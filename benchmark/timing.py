@@ -1,0 +1,130 @@
+"""Measuring tools of the speed benchmark: wall time per call, peak memory, op profiles.
+
+All timings synchronise the device before reading the clock, so GPU work is included.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+GEMM_OPS = frozenset({"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul"})
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def seconds_per_call(
+    fn: Callable[[], object], device: torch.device, calls: int, warmup: int = 1, repeats: int = 3
+) -> float:
+    """Best over ``repeats`` of the mean wall time of ``calls`` back-to-back calls, after
+    ``warmup`` untimed calls (the minimum filters out interference from other processes)."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        synchronize(device)
+        best = min(best, (time.perf_counter() - start) / calls)
+    return best
+
+
+def _proc_status_kib(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class PeakMemory:
+    """Peak memory a block adds: the CUDA allocator's peak on GPUs; on Linux CPUs the peak
+    resident set (``VmHWM``, reset through ``/proc/self/clear_refs``) above the resident set
+    at entry. ``peak_bytes`` is None where neither is available."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.peak_bytes: int | None = None
+        self._base: int | None = None
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+            return self
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            return self
+        rss = _proc_status_kib("VmRSS")
+        self._base = None if rss is None else rss * 1024
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._base is None:
+            return
+        if self.device.type == "cuda":
+            synchronize(self.device)
+            self.peak_bytes = torch.cuda.max_memory_allocated(self.device) - self._base
+            return
+        hwm = _proc_status_kib("VmHWM")
+        if hwm is not None:
+            self.peak_bytes = max(0, hwm * 1024 - self._base)
+
+
+def profile_ops(
+    fn: Callable[[], object], device: torch.device, calls: int, top: int = 8
+) -> dict[str, object]:
+    """Self time per call of the ``top`` most expensive ops of ``fn`` (after one warm-up call),
+    and the share of all op time spent in matrix products."""
+    fn()
+    synchronize(device)
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities) as prof:
+        for _ in range(calls):
+            fn()
+        synchronize(device)
+
+    def self_us(event: object) -> float:
+        if device.type == "cuda":
+            return event.self_device_time_total
+        return event.self_cpu_time_total
+
+    events = [e for e in prof.key_averages() if self_us(e) > 0]
+    total = sum(self_us(e) for e in events)
+    gemm = sum(self_us(e) for e in events if e.key in GEMM_OPS)
+    events.sort(key=self_us, reverse=True)
+    return {
+        "total_ms_per_call": total / 1e3 / calls,
+        "gemm_share": gemm / total if total else math.nan,
+        "top_ops": [
+            {
+                "op": e.key,
+                "ms_per_call": self_us(e) / 1e3 / calls,
+                "share": self_us(e) / total,
+                "gemm": e.key in GEMM_OPS,
+            }
+            for e in events[:top]
+        ],
+    }

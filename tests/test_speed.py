@@ -1,0 +1,140 @@
+"""The speed harness: FLOP counts against a hand count and torch's FLOP counter, and a run of
+``python -m benchmark.speed`` in a tiny configuration (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from benchmark import speed
+from benchmark.flops import forward_flops, train_step_flops
+from benchmark.models import ImportanceWeightedAutoencoder, ModelSpec, NetworkSpec
+
+# D = 12 -> 7 -> 5 -> 2 x 2 encoder, 2 -> 5 -> 7 -> 12 decoder, B = 4, k = 3.
+D, HIDDEN, Z, B, K = 12, (7, 5), 2, 4, 3
+
+
+def small_model(random_encoder: bool, random_decoder: bool, sampling: str = "local"):
+    spec = ModelSpec(
+        k=K,
+        random_encoder=random_encoder,
+        random_decoder=random_decoder,
+        weight_sampling=sampling,
+        network=NetworkSpec(hidden=HIDDEN, latent=Z),
+    )
+    return ImportanceWeightedAutoencoder(D, spec)
+
+
+def mm(rows: int, n_in: int, n_out: int) -> int:
+    return 2 * rows * n_in * n_out
+
+
+def test_iwae_flops_match_hand_count():
+    # Encoder on the B data points; decoder on the k B latent samples.
+    forward = mm(B, 12, 7) + mm(B, 7, 5) + mm(B, 5, 4) + mm(K * B, 2, 5) + mm(K * B, 5, 7)
+    forward += mm(K * B, 7, 12)
+    # Backward: a weight gradient per product, an input gradient except for the data x.
+    backward = 2 * forward - mm(B, 12, 7)
+    model = small_model(False, False)
+    assert forward_flops(model, B, K) == forward == 4208
+    assert train_step_flops(model, B, K) == forward + backward == 11952
+
+
+def test_iwaer_local_flops_match_hand_count():
+    # Every random layer: a mean and a variance product. The first runs on the B data points
+    # (its input x is shared by the k samples); after it, activations differ per sample.
+    forward = 2 * (mm(B, 12, 7) + mm(K * B, 7, 5) + mm(K * B, 5, 4))
+    forward += 2 * (mm(K * B, 2, 5) + mm(K * B, 5, 7) + mm(K * B, 7, 12))
+    backward = 2 * forward - 2 * mm(B, 12, 7)
+    model = small_model(True, True)
+    assert forward_flops(model, B, K) == forward == 10176
+    assert train_step_flops(model, B, K) == forward + backward == 29184
+
+
+@pytest.mark.parametrize(
+    ("random_encoder", "random_decoder", "sampling"),
+    [
+        (False, False, "local"),
+        (True, True, "local"),
+        (True, True, "shared"),
+        (True, False, "local"),
+        (True, False, "shared"),
+    ],
+)
+def test_flop_count_is_what_the_model_executes(random_encoder, random_decoder, sampling):
+    """torch's FLOP counter sees exactly the minimal count: no product is computed twice or
+    on more rows than needed."""
+    model = small_model(random_encoder, random_decoder, sampling)
+    x = torch.bernoulli(torch.full((B, D), 0.3), generator=torch.Generator().manual_seed(0))
+    with FlopCounterMode(display=False) as forward:
+        loss = -model.bound(x, K).mean()
+    with FlopCounterMode(display=False) as backward:
+        loss.backward()
+    assert forward.get_total_flops() == forward_flops(model, B, K)
+    assert forward.get_total_flops() + backward.get_total_flops() == train_step_flops(model, B, K)
+
+
+TINY = [
+    "batch=10",
+    "k=3",
+    "hidden=[16]",
+    "latent=4",
+    "steps=2",
+    "warmup=1",
+    "repeats=1",
+    "epoch_batches=3",
+    "eval_points=20",
+    "eval_samples=10",
+    "compile=false",
+    "profile_calls=1",
+]
+
+
+def test_harness_runs_in_a_tiny_configuration(tmp_path, data_dir):
+    speed.main([*TINY, f"out={tmp_path}", f"data_dir={data_dir}"])
+    result = json.loads((tmp_path / "bench.json").read_text())
+    markdown = (tmp_path / "bench.md").read_text()
+
+    peak = result["matmul"]["peak_gflops"]
+    assert peak == max(s["gflops"] for s in result["matmul"]["shapes"]) > 0
+    bc = speed.parse_args(TINY)
+    steps = {row["model"]: row for row in result["train_steps"]}
+    assert set(steps) == set(speed.VARIANTS)
+    for variant, row in steps.items():
+        model = speed.build_model(bc, variant, torch.device("cpu"))
+        assert row["gflop"] * 1e9 == pytest.approx(train_step_flops(model, 10, 3))
+        assert row["ratio"] == pytest.approx(row["ms"] / row["gemm_bound_ms"])
+        assert 0 < row["profile"]["gemm_share"] < 1
+        assert variant in markdown
+    for row in result["references"]:
+        assert row["speedup"] == pytest.approx(row["reference_ms"] / row["ms"])
+    epoch = result["lightning_epoch"]
+    assert epoch["steps"] == 3 and epoch["epoch_s"] > 0 and epoch["steps_s"] > 0
+    for row in result["eval"]:
+        assert row["points"] == 20 and row["samples_per_s"] > 0
+        if row["peak_memory_bytes"] is not None:
+            assert 0 <= row["peak_memory_bytes"] <= row["memory_cap_bytes"]
+    for row in result["bf16"]:
+        # bf16 keeps ~3 significant digits: the bound (~-550 nats here) moves by well under 1%.
+        assert 0 < row["bound_abs_diff_nats"] < 5
+    assert len(result["projection"]["runs"]) == 6
+    assert all(r["total_h"] > 0 for r in result["projection"]["runs"])
+    assert result["config"]["k"] == 3 and result["git"]["commit"]
+    assert "Peak matmul rate" in markdown and "Projected" in markdown
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["nosuch=1"], "Options: device"),
+        (["k=0"], "k must be a positive integer"),
+        (["steps=many"], "steps"),
+        (["epoch_model=gan"], "epoch_model must be"),
+    ],
+)
+def test_bad_options_exit_with_a_clear_message(argv, message):
+    with pytest.raises(SystemExit, match=message):
+        speed.parse_args(argv)
