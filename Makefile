@@ -12,7 +12,7 @@ RESULTS ?= results
 LAUNCHER ?= basic
 ARGS ?=
 
-.PHONY: install test test-slow smoke lint format clean reproduce-table1 table1
+.PHONY: install test test-slow smoke bench lint format clean reproduce-table1 table1
 
 install: $(STAMP)
 
@@ -33,6 +33,11 @@ test-slow: install
 
 smoke: install
 	$(BIN)/python run.py experiment=smoke
+
+# Speed benchmark -> results/bench.json, results/bench.md (`make bench BENCH_ARGS="device=cuda"`).
+BENCH_ARGS ?=
+bench: install
+	$(BIN)/python -m benchmark.speed $(BENCH_ARGS)
 
 reproduce-table1: install
 	$(BIN)/python run.py -m experiment=$(PRESET) model=$(MODELS) dataset=$(DATASETS) \

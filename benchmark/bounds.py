@@ -48,9 +48,10 @@ def bernoulli_log_likelihood(x: Tensor, logits: Tensor) -> Tensor:
 
     ``x [B, D]`` broadcasts against ``logits [k, B, D]``; result ``[k, B]``. Valid for grey
     ``x`` in [0, 1] too (then it is a cross-entropy, not a log-probability). ``x`` gets no
-    gradient (it is data).
+    gradient (it is data). Computed in the wider of the two dtypes: under bf16 autocast the
+    logits are bf16, whose 8-bit mantissa would round a sum of 784 terms to about a nat.
     """
-    return _BernoulliLogLikelihood.apply(x, logits)
+    return _BernoulliLogLikelihood.apply(x, logits.to(torch.promote_types(logits.dtype, x.dtype)))
 
 
 def iwae_bound(log_weights: Tensor) -> Tensor:

@@ -9,6 +9,7 @@ weight noise once per data point.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from enum import Enum
 
 import torch
@@ -28,6 +29,16 @@ class WeightSampling(str, Enum):
 
     LOCAL = "local"
     SHARED = "shared"
+
+
+def draw_normal(
+    shapes: Sequence[tuple[int, ...]], generator: torch.Generator | None, like: Tensor
+) -> list[Tensor]:
+    """Standard normal tensors of ``shapes``, drawn in order, on ``like``'s device and dtype."""
+    return [
+        torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
+        for shape in shapes
+    ]
 
 
 def inverse_softplus(y: float) -> float:
@@ -73,25 +84,34 @@ class GaussianLinear(nn.Module):
         """s = softplus(rho_b), shape [n_out]."""
         return F.softplus(self.bias_rho)
 
+    def noise_shapes(self, batch: int, k: int) -> list[tuple[int, ...]]:
+        """Shapes of the standard normal noise :meth:`with_noise` takes: none if
+        deterministic; ``[k, B, n_out]`` with local sampling; ``[k, n_in, n_out]`` and
+        ``[k, 1, n_out]`` (weights, biases) with shared sampling."""
+        if not self.random:
+            return []
+        if self.sampling is WeightSampling.LOCAL:
+            return [(k, batch, self.n_out)]
+        return [(k, self.n_in, self.n_out), (k, 1, self.n_out)]
+
     def forward(self, h: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
         """Pre-activations ``[k, B, n_out]`` (``[1, B, n_out]`` if deterministic and s = 1)."""
+        return self.with_noise(h, draw_normal(self.noise_shapes(h.shape[1], k), generator, h))
+
+    def with_noise(self, h: Tensor, noise: Sequence[Tensor]) -> Tensor:
+        """:meth:`forward` given its standard normal ``noise`` (shapes of :meth:`noise_shapes`);
+        no random draws, so it compiles into one graph."""
         if not self.random:
             return h @ self.weight + self.bias
-        batch = h.shape[1]
         if self.sampling is WeightSampling.LOCAL:
+            (eps,) = noise
             mean = h @ self.weight + self.bias
             var = (h * h) @ self.weight_std().square() + self.bias_std().square()
-            noise = torch.randn(
-                (k, batch, self.n_out), generator=generator, device=h.device, dtype=h.dtype
-            )
-            return mean + var.sqrt() * noise
-        eps_w = torch.randn(
-            (k, self.n_in, self.n_out), generator=generator, device=h.device, dtype=h.dtype
-        )
-        eps_b = torch.randn((k, 1, self.n_out), generator=generator, device=h.device, dtype=h.dtype)
+            return mean + var.sqrt() * eps
+        eps_w, eps_b = noise
         weights = self.weight + self.weight_std() * eps_w
         biases = self.bias + self.bias_std() * eps_b
-        return torch.baddbmm(biases, h.expand(k, batch, self.n_in), weights)
+        return torch.baddbmm(biases, h.expand(eps_w.shape[0], *h.shape[1:]), weights)
 
     def extra_repr(self) -> str:
         kind = f"random, sampling={self.sampling.value}" if self.random else "deterministic"

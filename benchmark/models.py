@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from benchmark.bounds import LOG_2PI, bernoulli_log_likelihood, iwae_bound, log_standard_normal
-from benchmark.gaussian_layers import GaussianLinear, WeightSampling
+from benchmark.gaussian_layers import GaussianLinear, WeightSampling, draw_normal
 from benchmark.networks import GaussianMLP
 
 
@@ -95,19 +95,39 @@ class ImportanceWeightedAutoencoder(nn.Module):
         """Bernoulli logits ``[k, B, D]`` of p(x|z) for ``z [k, B, Z]``."""
         return self.decoder(z, z.shape[0], generator)
 
+    def noise_shapes(self, batch: int, k: int) -> list[tuple[int, ...]]:
+        """Shapes of all noise of a ``log_weights`` pass: the latent ``[k, B, Z]`` first, then
+        the encoder's and the decoder's weight noise."""
+        return [
+            (k, batch, self.latent),
+            *self.encoder.noise_shapes(batch, k),
+            *self.decoder.noise_shapes(batch, k),
+        ]
+
+    def draw_noise(
+        self, x: Tensor, k: int, generator: torch.Generator | None = None
+    ) -> list[Tensor]:
+        """The standard normal noise of ``log_weights(x, k)`` (shapes of :meth:`noise_shapes`)."""
+        return draw_normal(self.noise_shapes(x.shape[0], k), generator, x)
+
     def log_weights(self, x: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
         """``log w [k, B]`` for ``x [B, D]``.
 
         The latent noise is drawn first, so models that differ only in weight randomness share
         it for the same generator state.
         """
-        eps = torch.randn(
-            (k, x.shape[0], self.latent), generator=generator, device=x.device, dtype=x.dtype
-        )
-        mean, log_var = self.encode(x, k, generator)
+        return self.log_weights_with_noise(x, self.draw_noise(x, k, generator))
+
+    def log_weights_with_noise(self, x: Tensor, noise: Sequence[Tensor]) -> Tensor:
+        """:meth:`log_weights` given :meth:`draw_noise`'s tensors: no random draws, static
+        shapes, so ``torch.compile`` (and CUDA graphs) can take it whole."""
+        eps, weight_noise = noise[0], noise[1:]
+        n_encoder = len(self.encoder.noise_shapes(1, 1))
+        out = self.encoder.with_noise(x.unsqueeze(0), weight_noise[:n_encoder])
+        mean, log_var = out[..., : self.latent], out[..., self.latent :]
         z = mean + torch.exp(0.5 * log_var) * eps
         log_q = -0.5 * (eps.square() + log_var + LOG_2PI).sum(-1)
-        logits = self.decode(z, generator)
+        logits = self.decoder.with_noise(z, weight_noise[n_encoder:])
         return bernoulli_log_likelihood(x, logits) + log_standard_normal(z) - log_q
 
     def bound(self, x: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from benchmark.gaussian_layers import GaussianLinear, WeightSampling
+from benchmark.gaussian_layers import GaussianLinear, WeightSampling, draw_normal
 
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "tanh": torch.tanh,
@@ -44,9 +44,20 @@ class GaussianMLP(nn.Module):
             for n_in, n_out in itertools.pairwise(sizes)
         )
 
+    def noise_shapes(self, batch: int, k: int) -> list[tuple[int, ...]]:
+        """Shapes of the noise of every layer, in order (see GaussianLinear.noise_shapes)."""
+        return [shape for layer in self.layers for shape in layer.noise_shapes(batch, k)]
+
     def forward(self, h: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
+        return self.with_noise(h, draw_normal(self.noise_shapes(h.shape[1], k), generator, h))
+
+    def with_noise(self, h: Tensor, noise: Sequence[Tensor]) -> Tensor:
+        """:meth:`forward` given the standard normal noise of :meth:`noise_shapes`."""
+        start = 0
         for i, layer in enumerate(self.layers):
-            h = layer(h, k, generator)
+            count = len(layer.noise_shapes(1, 1))
+            h = layer.with_noise(h, noise[start : start + count])
+            start += count
             if i < len(self.layers) - 1:
                 h = self.activation(h)
         return h
