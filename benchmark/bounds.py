@@ -28,19 +28,20 @@ class _BernoulliLogLikelihood(torch.autograd.Function):
 
     softplus(l) = max(l, 0) + log(1 + exp(-|l|)); ``log(1 + u)`` replaces ``log1p(u)``, which
     is not vectorised in PyTorch's CPU kernels (8x slower here). For u = exp(-|l|) < 6e-8 it
-    returns 0 instead of u: an absolute error below 6e-8 nats per pixel.
+    returns 0 instead of u: an absolute error below 6e-8 nats per pixel. Both passes work in
+    place on two fresh ``[k, B, D]`` buffers: allocating one per elementwise op cost 2x.
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, logits: Tensor) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(x, logits)
-        softplus = torch.relu(logits) + torch.log(torch.exp(-logits.abs()) + 1.0)
-        return (x * logits - softplus).sum(-1)
+        log1p_exp = logits.abs().neg_().exp_().add_(1.0).log_()
+        return (x * logits).sub_(logits.clamp(min=0)).sub_(log1p_exp).sum(-1)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[None, Tensor]:  # type: ignore[override]
         x, logits = ctx.saved_tensors
-        return None, (x - torch.sigmoid(logits)) * grad.unsqueeze(-1)
+        return None, torch.sigmoid(logits).neg_().add_(x).mul_(grad.unsqueeze(-1))
 
 
 def bernoulli_log_likelihood(x: Tensor, logits: Tensor) -> Tensor:

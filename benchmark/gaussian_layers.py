@@ -102,12 +102,12 @@ class GaussianLinear(nn.Module):
         """:meth:`forward` given its standard normal ``noise`` (shapes of :meth:`noise_shapes`);
         no random draws, so it compiles into one graph."""
         if not self.random:
-            return h @ self.weight + self.bias
+            return F.linear(h, self.weight.t(), self.bias)
         if self.sampling is WeightSampling.LOCAL:
             (eps,) = noise
-            mean = h @ self.weight + self.bias
-            var = (h * h) @ self.weight_std().square() + self.bias_std().square()
-            return mean + var.sqrt() * eps
+            mean = F.linear(h, self.weight.t(), self.bias)
+            var = F.linear(h * h, self.weight_std().square().t(), self.bias_std().square())
+            return torch.addcmul(mean, var.sqrt(), eps)
         eps_w, eps_b = noise
         weights = self.weight + self.weight_std() * eps_w
         biases = self.bias + self.bias_std() * eps_b

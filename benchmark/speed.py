@@ -215,7 +215,10 @@ def measure_steps(
                 "gemm_bound_ms": gemm_bound * 1e3,
                 "ratio": seconds / gemm_bound,
                 "target": target,
-                "profile": profile_ops(step, x.device, bc.profile_calls),
+                "profile": {
+                    **profile_ops(step, x.device, bc.profile_calls),
+                    "gemm_bound_ms": gemm_bound * 1e3,
+                },
             }
         )
     return rows
@@ -367,7 +370,10 @@ def measure_eval(
                 "target": TARGETS["eval"],
                 "peak_memory_bytes": memory.peak_bytes,
                 "memory_cap_bytes": cap,
-                "profile": profile_ops(lambda m=model: evaluate(m, one_batch), device, 1),
+                "profile": {
+                    **profile_ops(lambda m=model: evaluate(m, one_batch), device, 1),
+                    "gemm_bound_ms": gemm_bound * 1e3 * one_batch.shape[0] / data.shape[0],
+                },
             }
         )
     return rows

@@ -5,6 +5,7 @@ All timings synchronise the device before reading the clock, so GPU work is incl
 
 from __future__ import annotations
 
+import ctypes
 import math
 import time
 from collections.abc import Callable
@@ -50,10 +51,20 @@ def _proc_status_kib(field: str) -> int | None:
     return None
 
 
+def _release_free_heap() -> None:
+    """Return freed heap pages to the OS (glibc ``malloc_trim``), so the resident set counts
+    live memory only; a no-op without glibc."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        return
+
+
 class PeakMemory:
     """Peak memory a block adds: the CUDA allocator's peak on GPUs; on Linux CPUs the peak
     resident set (``VmHWM``, reset through ``/proc/self/clear_refs``) above the resident set
-    at entry. ``peak_bytes`` is None where neither is available."""
+    at entry, after freed heap pages are returned to the OS (otherwise the block could reuse
+    them unseen). ``peak_bytes`` is None where neither is available."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
@@ -66,6 +77,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self._base = torch.cuda.memory_allocated(self.device)
             return self
+        _release_free_heap()
         try:
             Path("/proc/self/clear_refs").write_text("5")
         except OSError:
