@@ -109,8 +109,8 @@ class GaussianLinear(nn.Module):
             var = F.linear(h * h, self.weight_std().square().t(), self.bias_std().square())
             return torch.addcmul(mean, var.sqrt(), eps)
         eps_w, eps_b = noise
-        weights = self.weight + self.weight_std() * eps_w
-        biases = self.bias + self.bias_std() * eps_b
+        weights = torch.addcmul(self.weight, self.weight_std(), eps_w)
+        biases = torch.addcmul(self.bias, self.bias_std(), eps_b)
         return torch.baddbmm(biases, h.expand(eps_w.shape[0], *h.shape[1:]), weights)
 
     def extra_repr(self) -> str:

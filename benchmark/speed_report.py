@@ -157,15 +157,28 @@ def render_markdown(result: dict[str, Any]) -> str:
             ],
         )
     if result["compile"]:
+        eager = {r["model"]: r for r in result["train_steps"]}
         lines += ["", "## `torch.compile` (training step; `compile=true` in `run.py`)", ""]
         lines += _table(
-            ["model", "first step (compiles) s", "ms", "speed-up", "mean abs. change (nats)"],
+            [
+                "model",
+                "first step (compiles) s",
+                "ms",
+                "speed-up",
+                "ratio to GEMM bound",
+                "step target",
+                "mean abs. change (nats)",
+            ],
             [
                 [
                     r["model"],
                     f"{r['first_step_s']:.0f}",
                     f"{r['ms']:.1f}",
                     f"{r['speedup']:.2f}x",
+                    f"{r['ms'] / eager[r['model']]['gemm_bound_ms']:.2f}",
+                    _at_most(
+                        r["ms"] / eager[r["model"]]["gemm_bound_ms"], eager[r["model"]]["target"]
+                    ),
                     f"{r['bound_abs_diff_nats']:.2g}",
                 ]
                 for r in result["compile"]
