@@ -40,6 +40,7 @@ bench: install
 	$(BIN)/python -m benchmark.speed $(BENCH_ARGS)
 
 reproduce-table1: install
+	$(BIN)/python -m benchmark.prepare_data $(DATASETS) $(filter data_dir=% dataset.%,$(ARGS))
 	$(BIN)/python run.py -m experiment=$(PRESET) model=$(MODELS) dataset=$(DATASETS) \
 		seed=$(SEEDS) hydra/launcher=$(LAUNCHER) results_dir=$(RESULTS) $(ARGS)
 	$(BIN)/python -m benchmark.aggregate $(RESULTS)

@@ -17,6 +17,7 @@ from benchmark.cli import expand_seed_ranges
 from benchmark.config import configure_hydra
 from benchmark.experiment import run
 from benchmark.validation import ConfigError
+from datamodules import DataError
 
 configure_hydra()
 
@@ -26,7 +27,7 @@ def main(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         result = run(cfg, run_dir)
-    except ConfigError as err:
+    except (ConfigError, DataError) as err:
         sys.exit(f"error: {err}")
     if result is None:
         return None

@@ -224,6 +224,7 @@ def test_make_reproduce_table1_runs_end_to_end(tmp_path: Path, data_dir: Path) -
         timeout=900,
     )
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+    assert "data ok: mnist\ndata ok: omniglot_images\n" in proc.stdout
     assert len(list(results.rglob("result.json"))) == 12
     payload = json.loads((results / "table1.json").read_text())
     assert {(c["dataset"], c["model"], c["n"]) for c in payload["cells"]} == {

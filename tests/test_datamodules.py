@@ -12,6 +12,7 @@ import pytest
 import scipy.io
 import torch
 
+from benchmark import prepare_data
 from datamodules import DataError, MNISTDataModule, OmniglotDataModule
 from datamodules.device_batches import device_loader
 from datamodules.files import DEFAULT_MIRROR, MIRROR_ENV, file_digest
@@ -224,3 +225,20 @@ def test_copying_from_the_mirror_leaves_an_exact_copy(tmp_path: Path) -> None:
         copied = tmp_path / "MNIST" / "raw" / name
         assert copied.read_bytes() == (MIRROR / "MNIST" / "raw" / name).read_bytes()
     shutil.rmtree(tmp_path / "MNIST")
+
+
+def test_prepare_data_passes_available_data_sets(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert prepare_data.main(["mnist,omniglot_images", f"data_dir={data_dir}"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["data ok: mnist", "data ok: omniglot_images"]
+
+
+def test_prepare_data_stops_at_missing_data_before_any_run(
+    offline: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert prepare_data.main(["omniglot", f"data_dir={offline}"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: chardata.mat is not in") and "source=images" in err
+    assert prepare_data.main(["mnistt"]) == 1
+    assert "unknown dataset 'mnistt': choose from mnist, omniglot" in capsys.readouterr().err
