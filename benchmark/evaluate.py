@@ -64,12 +64,15 @@ def estimate_log_likelihood(
     seed: int = 0,
     progress: bool = True,
     max_chunk_rows: int | None = None,
+    compile: bool = False,
 ) -> LogLikelihoodEstimate:
     """S-sample importance-sampling estimate of log p(x) for every row of ``data [N, D]``.
 
     ``max_chunk_rows`` caps the (sample, point) rows per forward pass; None means
     ``CPU_CHUNK_ROWS`` on a CPU (large activations run out of cache and are up to 2x slower
-    there) and only the memory cap on other devices.
+    there) and only the memory cap on other devices. ``compile`` runs the random-free part
+    of each pass (:meth:`log_weights_with_noise`) under ``torch.compile``: the same noise,
+    the same estimate up to float rounding, about 2x faster on CPUs (fused elementwise ops).
     """
     if n_samples < 1:
         raise ValueError(f"eval n_samples must be >= 1, got {n_samples}")
@@ -83,6 +86,9 @@ def estimate_log_likelihood(
         max_chunk_rows = CPU_CHUNK_ROWS
     cap = int(memory_cap_gib * BYTES_PER_GIB)
     chunk = samples_per_chunk(model, n_samples, batch_size, cap, max_chunk_rows)
+    log_weights = (
+        torch.compile(model.log_weights_with_noise) if compile else model.log_weights_with_noise
+    )
     per_point = []
     batches = range(0, data.shape[0], batch_size)
     for b, start in enumerate(tqdm(batches, desc=f"log p(x), S={n_samples}", disable=not progress)):
@@ -91,7 +97,8 @@ def estimate_log_likelihood(
         for c, first in enumerate(range(0, n_samples, chunk)):
             k = min(chunk, n_samples - first)
             generator = make_generator(x.device, seed, "eval", b, c)
-            chunk_bounds.append(torch.logsumexp(model.log_weights(x, k, generator), 0))
+            noise = model.draw_noise(x, k, generator)
+            chunk_bounds.append(torch.logsumexp(log_weights(x, noise), 0))
         per_point.append(torch.logsumexp(torch.stack(chunk_bounds), 0) - math.log(n_samples))
     model.train(was_training)
     values = torch.cat(per_point).double().cpu()

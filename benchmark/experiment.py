@@ -191,6 +191,7 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         seed=cfg.eval.seed,
         progress=cfg.eval.progress,
         max_chunk_rows=cfg.eval.max_chunk_rows,
+        compile=cfg.compile,
     )
     finished = time.perf_counter()
     torch.save(estimate.per_point, run_dir / PER_POINT_FILE)

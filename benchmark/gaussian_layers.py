@@ -16,6 +16,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from benchmark.noise import draw_normal
+
 
 class WeightSampling(str, Enum):
     """How the random weights of a :class:`GaussianLinear` layer are drawn.
@@ -29,16 +31,6 @@ class WeightSampling(str, Enum):
 
     LOCAL = "local"
     SHARED = "shared"
-
-
-def draw_normal(
-    shapes: Sequence[tuple[int, ...]], generator: torch.Generator | None, like: Tensor
-) -> list[Tensor]:
-    """Standard normal tensors of ``shapes``, drawn in order, on ``like``'s device and dtype."""
-    return [
-        torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
-        for shape in shapes
-    ]
 
 
 def inverse_softplus(y: float) -> float:

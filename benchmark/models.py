@@ -23,8 +23,9 @@ import torch
 from torch import Tensor, nn
 
 from benchmark.bounds import LOG_2PI, bernoulli_log_likelihood, iwae_bound, log_standard_normal
-from benchmark.gaussian_layers import GaussianLinear, WeightSampling, draw_normal
+from benchmark.gaussian_layers import GaussianLinear, WeightSampling
 from benchmark.networks import GaussianMLP
+from benchmark.noise import draw_normal
 
 
 @dataclass(frozen=True)
@@ -111,11 +112,7 @@ class ImportanceWeightedAutoencoder(nn.Module):
         return draw_normal(self.noise_shapes(x.shape[0], k), generator, x)
 
     def log_weights(self, x: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
-        """``log w [k, B]`` for ``x [B, D]``.
-
-        The latent noise is drawn first, so models that differ only in weight randomness share
-        it for the same generator state.
-        """
+        """``log w [k, B]`` for ``x [B, D]``, all noise drawn from ``generator``."""
         return self.log_weights_with_noise(x, self.draw_noise(x, k, generator))
 
     def log_weights_with_noise(self, x: Tensor, noise: Sequence[Tensor]) -> Tensor:

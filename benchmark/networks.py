@@ -9,7 +9,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from benchmark.gaussian_layers import GaussianLinear, WeightSampling, draw_normal
+from benchmark.gaussian_layers import GaussianLinear, WeightSampling
+from benchmark.noise import draw_normal
 
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "tanh": torch.tanh,

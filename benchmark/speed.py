@@ -10,7 +10,8 @@ Measures, in one process so every ratio compares numbers of the same run:
 4. the S-sample test log-likelihood: importance samples per second, GEMM-bound ratio, peak
    memory against the configured cap;
 5. straightforward references (:mod:`benchmark.reference`);
-6. bf16 autocast and ``torch.compile``: speed-up and how much the bound changes;
+6. bf16 autocast and ``torch.compile``: speed-up of the step and how much the bound
+   changes; the evaluation under ``torch.compile``;
 
 and profiles each measured path to name the ops its time goes to. Writes ``bench.json`` and
 ``bench.md`` (:mod:`benchmark.speed_report`) to ``out``. Options are the fields of
@@ -332,7 +333,9 @@ def measure_eval(
     data: torch.Tensor,
     bc: BenchConfig,
     peak: float,
+    compile: bool = False,
 ) -> list[dict[str, Any]]:
+    """The S-sample evaluation of every model (``compile``: as with ``compile=true``)."""
     rows = []
     device = data.device
 
@@ -343,12 +346,13 @@ def measure_eval(
             n_samples=bc.eval_samples,
             memory_cap_gib=bc.memory_cap_gib,
             progress=False,
+            compile=compile,
         )
 
     one_batch = data[:100]
     for variant in PRECISION_VARIANTS:
         model = models[variant]
-        evaluate(model, one_batch)  # warm-up
+        evaluate(model, one_batch)  # warm-up (and compilation)
         with PeakMemory(device) as memory:
             synchronize(device)
             start = time.perf_counter()
@@ -361,6 +365,7 @@ def measure_eval(
         rows.append(
             {
                 "model": variant,
+                "compiled": compile,
                 "points": data.shape[0],
                 "samples": bc.eval_samples,
                 "seconds": seconds,
@@ -444,29 +449,47 @@ def measure_alternative(
 
 
 def project_paper_runs(
-    steps: list[dict[str, Any]], epoch: dict[str, Any], evals: list[dict[str, Any]]
+    steps: list[dict[str, Any]],
+    epoch: dict[str, Any],
+    evals: list[dict[str, Any]],
+    compiled_steps: list[dict[str, Any]],
+    compiled_evals: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """Wall time of one ``experiment=paper`` run per model and data set from the measured step
     time, the Lightning overhead ratio and the evaluation rate (the test bound every 10 epochs
-    on 1,000 points adds well under 1%)."""
+    on 1,000 points adds well under 1%); also with ``compile=true`` where it was measured."""
     cfg = compose_config(["experiment=paper"])
     epochs, samples, batch = cfg.trainer.max_epochs, cfg.eval.n_samples, cfg.optim.batch_size
-    ms = {row["model"]: row["ms"] for row in steps}
-    rate = {row["model"]: row["samples_per_s"] for row in evals}
+
+    def hours(
+        step_rows: list[dict[str, Any]], eval_rows: list[dict[str, Any]], n_train: int, n_test: int
+    ) -> dict[str, tuple[float, float]]:
+        ms = {row["model"]: row["ms"] for row in step_rows}
+        rate = {row["model"]: row["samples_per_s"] for row in eval_rows}
+        return {
+            variant: (
+                epochs * (n_train // batch) * ms[variant] / 1e3 * epoch["ratio"] / 3600,
+                n_test * samples / rate[variant] / 3600,
+            )
+            for variant in ms.keys() & rate.keys()
+        }
+
     rows = []
     for dataset, (n_train, n_test) in PAPER_DATASETS.items():
+        eager = hours(steps, evals, n_train, n_test)
+        compiled = hours(compiled_steps, compiled_evals, n_train, n_test)
         for variant in PRECISION_VARIANTS:
-            train_h = epochs * (n_train // batch) * ms[variant] / 1e3 * epoch["ratio"] / 3600
-            eval_h = n_test * samples / rate[variant] / 3600
-            rows.append(
-                {
-                    "dataset": dataset,
-                    "model": variant,
-                    "train_h": train_h,
-                    "eval_h": eval_h,
-                    "total_h": train_h + eval_h,
-                }
-            )
+            train_h, eval_h = eager[variant]
+            row = {
+                "dataset": dataset,
+                "model": variant,
+                "train_h": train_h,
+                "eval_h": eval_h,
+                "total_h": train_h + eval_h,
+            }
+            if variant in compiled:
+                row["total_h_compiled"] = sum(compiled[variant])
+            rows.append(row)
     return {"epochs": epochs, "eval_samples": samples, "runs": rows}
 
 
@@ -518,7 +541,12 @@ def run_benchmark(bc: BenchConfig) -> dict[str, Any]:
     }
     result["bf16"] = measure_alternative(models, steps, x, bc, bf16_autocast) if bc.bf16 else []
     result["compile"] = measure_alternative(models, steps, x, bc, compiled) if bc.compile else []
-    result["projection"] = project_paper_runs(steps, result["lightning_epoch"], result["eval"])
+    result["eval_compiled"] = (
+        measure_eval(models, images[: bc.eval_points], bc, peak, compile=True) if bc.compile else []
+    )
+    result["projection"] = project_paper_runs(
+        steps, result["lightning_epoch"], result["eval"], result["compile"], result["eval_compiled"]
+    )
     return result
 
 

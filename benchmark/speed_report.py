@@ -138,11 +138,12 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"## Test log-likelihood evaluation (S = {cfg['eval_samples']})",
         "",
     ]
+    evals = result["eval"] + result.get("eval_compiled", [])
     lines += _table(
         ["model", "points", "samples/s", "GEMM-bound s", "s", "ratio", "target", "peak memory"],
         [
             [
-                r["model"],
+                _eval_label(r),
                 str(r["points"]),
                 f"{r['samples_per_s']:,.0f}",
                 f"{r['gemm_bound_s']:.2f}",
@@ -151,11 +152,11 @@ def render_markdown(result: dict[str, Any]) -> str:
                 _at_most(r["ratio"], r["target"]),
                 _memory(r),
             ]
-            for r in result["eval"]
+            for r in evals
         ],
     )
     lines += ["", "Where the evaluation's time goes (profiler, one batch of 100 points):", ""]
-    lines += [f"- {r['model']}: {where_time_goes(r['profile'])}" for r in result["eval"]]
+    lines += [f"- {_eval_label(r)}: {where_time_goes(r['profile'])}" for r in evals]
     if result["bf16"]:
         lines += ["", "## bf16 autocast (training step)", ""]
         lines += _table(
@@ -194,8 +195,10 @@ def render_markdown(result: dict[str, Any]) -> str:
         "Step time x steps x Lightning ratio, plus test points x S / evaluation rate:",
         "",
     ]
+    with_compile = all("total_h_compiled" in r for r in projection["runs"])
     lines += _table(
-        ["data set", "model", "train h", "eval h", "total h"],
+        ["data set", "model", "train h", "eval h", "total h"]
+        + (["total h, `compile=true`"] if with_compile else []),
         [
             [
                 r["dataset"],
@@ -204,10 +207,15 @@ def render_markdown(result: dict[str, Any]) -> str:
                 f"{r['eval_h']:.2f}",
                 f"{r['total_h']:.1f}",
             ]
+            + ([f"{r['total_h_compiled']:.1f}"] if with_compile else [])
             for r in projection["runs"]
         ],
     )
     return "\n".join(lines) + "\n"
+
+
+def _eval_label(row: dict[str, Any]) -> str:
+    return f"{row['model']}, compiled" if row.get("compiled") else row["model"]
 
 
 def _memory(row: dict[str, Any]) -> str:

@@ -82,3 +82,12 @@ def test_mean_and_standard_error_over_test_points() -> None:
 def test_bad_arguments_are_rejected(bad: dict) -> None:
     with pytest.raises(ValueError, match=next(iter(bad))):
         estimate_log_likelihood(tiny_model(), TINY_X, progress=False, **bad)
+
+
+def test_compiled_estimate_matches_eager() -> None:
+    """compile=true: the same noise, the same per-point estimates up to float rounding."""
+    model = tiny_model(True, False)
+    x = TINY_X.repeat(3, 1)
+    eager = estimate_log_likelihood(model, x, n_samples=50, progress=False)
+    compiled = estimate_log_likelihood(model, x, n_samples=50, progress=False, compile=True)
+    torch.testing.assert_close(compiled.per_point, eager.per_point, rtol=0, atol=1e-4)

@@ -124,6 +124,23 @@ def test_harness_runs_in_a_tiny_configuration(tmp_path, data_dir):
     assert all(r["total_h"] > 0 for r in result["projection"]["runs"])
     assert result["config"]["k"] == 3 and result["git"]["commit"]
     assert "Peak matmul rate" in markdown and "Projected" in markdown
+    assert "compiled" not in markdown  # compile=false: nothing compiled was measured
+
+
+def test_projection_and_report_with_compiled_measurements(tmp_path, data_dir):
+    """With compiled rows equal to the eager ones, the compiled projection equals the eager
+    one; compiled evaluations are reported under their own label."""
+    speed.main([*TINY, f"out={tmp_path}", f"data_dir={data_dir}"])
+    result = json.loads((tmp_path / "bench.json").read_text())
+    steps, evals = result["train_steps"], result["eval"]
+    projection = speed.project_paper_runs(steps, result["lightning_epoch"], evals, steps, evals)
+    for row in projection["runs"]:
+        assert row["total_h_compiled"] == pytest.approx(row["total_h"])
+    result["projection"] = projection
+    result["eval_compiled"] = [{**row, "compiled": True} for row in evals]
+    markdown = speed.render_markdown(result)
+    assert "| iwaer (local), compiled |" in markdown
+    assert "total h, `compile=true`" in markdown
 
 
 @pytest.mark.parametrize(
