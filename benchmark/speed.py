@@ -277,23 +277,24 @@ def measure_references(
 
 
 class _EpochTimer:
-    """Wall time from the start of the first training epoch to the end of training."""
+    """Wall time of every training epoch, start hook to end hook."""
 
     def __init__(self, device: torch.device) -> None:
-        self.device, self.start, self.end = device, 0.0, 0.0
+        self.device, self.start, self.seconds = device, 0.0, []
 
     def on_train_epoch_start(self, *args: object) -> None:
         synchronize(self.device)
         self.start = time.perf_counter()
 
-    def on_train_end(self, *args: object) -> None:
+    def on_train_epoch_end(self, *args: object) -> None:
         synchronize(self.device)
-        self.end = time.perf_counter()
+        self.seconds.append(time.perf_counter() - self.start)
 
 
 def measure_lightning_epoch(bc: BenchConfig, device: torch.device) -> dict[str, Any]:
-    """One epoch of ``run.py``'s Trainer (real MNIST, dynamic binarization, CSV logging, no
-    checkpoints or test bound) against the same number of bare steps on one fixed batch."""
+    """An epoch of ``run.py``'s Trainer (real MNIST, dynamic binarization, CSV logging, no
+    checkpoints or test bound) against the same number of bare steps on one fixed batch; the
+    best of ``repeats`` epochs against the best of ``repeats`` rounds of bare steps."""
     import pytorch_lightning as pl
 
     accelerator = "gpu" if device.type == "cuda" else "cpu"
@@ -302,7 +303,7 @@ def measure_lightning_epoch(bc: BenchConfig, device: torch.device) -> dict[str, 
         overrides = [
             *base_overrides(bc),
             f"model={bc.epoch_model}",
-            "trainer.max_epochs=1",
+            f"trainer.max_epochs={bc.repeats}",
             f"trainer.accelerator={accelerator}",
             "trainer.enable_progress_bar=false",
             "eval.test_bound_every_n_epochs=0",
@@ -322,15 +323,15 @@ def measure_lightning_epoch(bc: BenchConfig, device: torch.device) -> dict[str, 
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
             trainer.fit(module, datamodule=datamodule)
-        n_steps = trainer.global_step
-        epoch_s = timer.end - timer.start
+        n_steps = trainer.global_step // bc.repeats
+        epoch_s = min(timer.seconds)
         x = datamodule.train_data[: bc.batch]
         net = module.net.to(device)
         step = train_step(net.bound, list(net.parameters()), x, bc.k)
-        step()
-        bare_s = seconds_per_call(step, device, calls=n_steps, warmup=1, repeats=1)
+        bare_s = seconds_per_call(step, device, calls=n_steps, warmup=1, repeats=bc.repeats)
     return {
         "model": bc.epoch_model,
+        "epochs": bc.repeats,
         "steps": n_steps,
         "epoch_s": epoch_s,
         "steps_s": bare_s * n_steps,
@@ -363,6 +364,8 @@ def measure_eval(
     one_batch = data[:100]
     for variant in PRECISION_VARIANTS:
         model = models[variant]
+        if compile:
+            fresh_compile_caches()
         evaluate(model, one_batch)  # warm-up (and compilation)
         with PeakMemory(device) as memory:
             synchronize(device)
@@ -417,13 +420,22 @@ def bf16_autocast(model: ImportanceWeightedAutoencoder) -> BoundFn:
 
 
 def compiled(model: ImportanceWeightedAutoencoder) -> BoundFn:
-    """The model's bound with the random-free part under ``torch.compile`` (as ``compile=true``)."""
+    """The model's bound with the random-free part under ``torch.compile`` (as ``compile=true``),
+    from empty compile caches (:func:`fresh_compile_caches`)."""
+    fresh_compile_caches()
     log_weights = torch.compile(model.log_weights_with_noise)
 
     def bound(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
         return iwae_bound(log_weights(x, model.draw_noise(x, k, generator)))
 
     return bound
+
+
+def fresh_compile_caches() -> None:
+    """Forget earlier compiled graphs. The models share ``log_weights_with_noise``'s code, and
+    torch.compile falls back to eager after a few recompilations of one code object, so
+    without this the later models of a run would be measured uncompiled."""
+    torch.compiler.reset()
 
 
 def measure_alternative(

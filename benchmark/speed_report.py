@@ -130,9 +130,10 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
         "## One Lightning epoch",
         "",
-        f"{epoch['model']}, {epoch['steps']} steps through `run.py`'s Trainer (real MNIST, dynamic "
-        f"binarization, CSV logging): {epoch['epoch_s']:.1f} s against {epoch['steps_s']:.1f} s "
-        f"for as many bare steps: ratio **{epoch['ratio']:.3f}**, "
+        f"{epoch['model']}, epochs of {epoch['steps']} steps through `run.py`'s Trainer (real "
+        f"MNIST, dynamic binarization, CSV logging), the best of {epoch['epochs']}: "
+        f"{epoch['epoch_s']:.1f} s against {epoch['steps_s']:.1f} s for as many bare steps (best "
+        f"of {epoch['epochs']} rounds): ratio **{epoch['ratio']:.3f}**, "
         f"{_at_most(epoch['ratio'], epoch['target'])}; {overhead_ms:+.2f} ms per step.",
         "",
         f"## Test log-likelihood evaluation (S = {cfg['eval_samples']})",

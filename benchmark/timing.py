@@ -123,20 +123,34 @@ def profile_ops(
             return event.self_device_time_total
         return event.self_cpu_time_total
 
-    events = [e for e in prof.key_averages() if self_us(e) > 0]
-    total = sum(self_us(e) for e in events)
-    gemm = sum(self_us(e) for e in events if e.key in GEMM_OPS)
-    events.sort(key=self_us, reverse=True)
+    per_op: dict[str, float] = {}
+    for event in prof.key_averages():
+        name = op_name(event.key)
+        per_op[name] = per_op.get(name, 0.0) + self_us(event)
+    total = sum(per_op.values())
+    gemm = sum(us for name, us in per_op.items() if name in GEMM_OPS)
+    ranked = sorted(((us, name) for name, us in per_op.items() if us > 0), reverse=True)
     return {
         "total_ms_per_call": total / 1e3 / calls,
         "gemm_share": gemm / total if total else math.nan,
         "top_ops": [
             {
-                "op": e.key,
-                "ms_per_call": self_us(e) / 1e3 / calls,
-                "share": self_us(e) / total,
-                "gemm": e.key in GEMM_OPS,
+                "op": name,
+                "ms_per_call": us / 1e3 / calls,
+                "share": us / total,
+                "gemm": name in GEMM_OPS,
             }
-            for e in events[:top]
+            for us, name in ranked[:top]
         ],
     }
+
+
+def op_name(key: str) -> str:
+    """A profiler event's name, with torch.compile's per-graph hashes and indices dropped so
+    that all graphs of one kind add up: ``## Call CompiledFxGraph f4jv... ##`` becomes
+    ``compiled graph (fused ops)``, ``Torch-Compiled Region: 0/7`` ``Torch-Compiled Region``."""
+    if key.startswith("## Call CompiledFxGraph"):
+        return "compiled graph (fused ops)"
+    if key.startswith("Torch-Compiled Region"):
+        return "Torch-Compiled Region"
+    return key

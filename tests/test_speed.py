@@ -12,6 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmark import speed
 from benchmark.flops import forward_flops, train_step_flops
 from benchmark.models import ImportanceWeightedAutoencoder, ModelSpec, NetworkSpec
+from benchmark.timing import op_name, profile_ops
 
 # D = 12 -> 7 -> 5 -> 2 x 2 encoder, 2 -> 5 -> 7 -> 12 decoder, B = 4, k = 3.
 D, HIDDEN, Z, B, K = 12, (7, 5), 2, 4, 3
@@ -155,3 +156,15 @@ def test_projection_and_report_with_compiled_measurements(tmp_path, data_dir):
 def test_bad_options_exit_with_a_clear_message(argv, message):
     with pytest.raises(SystemExit, match=message):
         speed.parse_args(argv)
+
+
+def test_profile_ops_names_and_shares_the_ops():
+    a, b = torch.randn(64, 256), torch.randn(256, 64)
+    profile = profile_ops(lambda: torch.mm(a, b).exp().sum(), torch.device("cpu"), calls=2)
+    ops = {op["op"]: op for op in profile["top_ops"]}
+    assert {"aten::mm", "aten::exp"} <= ops.keys() and ops["aten::mm"]["gemm"]
+    assert not ops["aten::exp"]["gemm"]
+    assert 0 < profile["gemm_share"] < 1
+    assert sum(op["share"] for op in profile["top_ops"]) <= 1 + 1e-9
+    assert op_name("## Call CompiledFxGraph f4jvmg42j6rm4 ##") == "compiled graph (fused ops)"
+    assert op_name("Torch-Compiled Region: 0/7") == "Torch-Compiled Region"
