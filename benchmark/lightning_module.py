@@ -8,6 +8,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
+from torchmetrics import MeanMetric
 
 from benchmark.bounds import iwae_bound
 from benchmark.models import ImportanceWeightedAutoencoder, ModelSpec, NetworkSpec
@@ -50,6 +51,9 @@ class IWAELitModule(pl.LightningModule):
             else self.net.log_weights_with_noise
         )
         self._generator: torch.Generator | None = None
+        # Accumulated on the device without host syncs (NaNs propagate to the epoch's value,
+        # which on_train_epoch_end checks); one self.log per epoch instead of one per step.
+        self.train_bound = MeanMetric(nan_strategy="disable")
 
     def step_generator(self, device: torch.device) -> torch.Generator:
         """The per-device generator, re-seeded for the current global step."""
@@ -61,7 +65,7 @@ class IWAELitModule(pl.LightningModule):
     def training_step(self, x: Tensor, batch_idx: int) -> Tensor:
         noise = self.net.draw_noise(x, self.spec.k, self.step_generator(x.device))
         bound = iwae_bound(self._log_weights(x, noise)).mean()
-        self.log("train/bound", bound, on_step=False, on_epoch=True, batch_size=x.shape[0])
+        self.train_bound.update(bound.detach())
         return -bound
 
     def validation_step(self, x: Tensor, batch_idx: int) -> None:
@@ -71,8 +75,11 @@ class IWAELitModule(pl.LightningModule):
         self.log("test/bound", bound, on_step=False, on_epoch=True, batch_size=x.shape[0])
 
     def on_train_epoch_end(self) -> None:
-        bound = self.trainer.callback_metrics.get("train/bound")
-        if bound is not None and not torch.isfinite(bound):
+        """Logs ``train/bound``, the mean of the epoch's minibatch bounds (all of one size)."""
+        bound = self.train_bound.compute()
+        self.train_bound.reset()
+        self.log("train/bound", bound)
+        if not torch.isfinite(bound):
             raise TrainingDivergedError(
                 f"the training bound is {bound.item()} in epoch {self.current_epoch}: training "
                 f"diverged. Lower optim.lr, or model.init_std for random-weight models."

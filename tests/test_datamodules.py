@@ -14,6 +14,7 @@ import torch
 
 from benchmark import prepare_data
 from datamodules import DataError, MNISTDataModule, OmniglotDataModule
+from datamodules.base import binarize
 from datamodules.device_batches import device_loader
 from datamodules.files import DEFAULT_MIRROR, MIRROR_ENV, file_digest
 from datamodules.omniglot import load_chardata
@@ -216,6 +217,19 @@ def test_dynamic_binarization_is_seeded_by_step() -> None:
     assert a.mean().item() == pytest.approx(0.3, abs=5 * (0.21 / a.numel()) ** 0.5)
     assert torch.equal(a, binarize(5)) and not torch.equal(a, binarize(6))
     assert torch.equal(binarize(5, training=False), grey)
+
+
+def test_binarize_draws_each_pixel_with_its_own_intensity() -> None:
+    levels = torch.tensor([0.0, 0.02, 0.3, 0.5, 0.97, 1.0])
+    n = 20_000
+    x = binarize(levels.repeat(n, 1), torch.Generator().manual_seed(0))
+    assert x.dtype == levels.dtype and set(x.unique().tolist()) == {0.0, 1.0}
+    frequency = x.mean(0)
+    assert frequency[0] == 0 and frequency[-1] == 1
+    se = (levels * (1 - levels) / n).sqrt()
+    assert ((frequency - levels).abs() <= 5 * se).all()
+    correlation = torch.corrcoef(x[:, 2:4].T)[0, 1]  # pixels of one image drawn independently
+    assert correlation.abs() < 5 / n**0.5
 
 
 def test_copying_from_the_mirror_leaves_an_exact_copy(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -10,7 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
+from pytorch_lightning.loggers import CSVLogger
 
 from benchmark.config import CONFIG_DIR, compose_config
 from benchmark.experiment import build_datamodule, build_module, build_trainer, train_and_evaluate
@@ -56,6 +59,31 @@ def test_one_short_epoch_improves_the_bound(model: str, tmp_path: Path, data_dir
     assert gain.mean() > 10.0  # nats: early training moves fast from the pixel-mean model
     logged = trainer.callback_metrics["train/bound"]
     assert torch.isfinite(logged) and -600 < logged < -50
+
+
+def test_logged_train_bound_is_the_epoch_mean_of_the_minibatch_bounds(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    cfg = small_run_config(
+        tmp_path, data_dir, "model=iwaer", "dataset.train_subset=400", "trainer.max_epochs=2"
+    )
+    step_bounds: dict[int, list[float]] = {0: [], 1: []}
+
+    class RecordStepBounds(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            step_bounds[trainer.current_epoch].append(-outputs["loss"].item())
+
+    datamodule = build_datamodule(cfg)
+    trainer = build_trainer(cfg)
+    trainer.callbacks.append(RecordStepBounds())
+    trainer.loggers = [CSVLogger(tmp_path, name="csv")]
+    trainer.fit(build_module(cfg, datamodule.x_dim), datamodule=datamodule)
+    with open(Path(trainer.loggers[0].log_dir) / "metrics.csv") as f:
+        logged = [float(row["train/bound"]) for row in csv.DictReader(f) if row["train/bound"]]
+    assert [len(b) for b in step_bounds.values()] == [4, 4]
+    expected = [sum(b) / len(b) for b in step_bounds.values()]
+    assert logged == pytest.approx(expected, rel=1e-6)
+    assert expected[1] > expected[0]
 
 
 def test_training_nan_stops_with_a_clear_error(tmp_path: Path, data_dir: Path) -> None:
