@@ -202,3 +202,5 @@ def test_bernoulli_log_likelihood_and_its_gradient_match_the_textbook_form() -> 
     (grad,) = torch.autograd.grad((value * weights).sum(), logits)
     (ref_grad,) = torch.autograd.grad((reference * weights).sum(), logits)
     torch.testing.assert_close(grad, ref_grad)
+    single = bernoulli_log_likelihood(x.float(), logits.detach().float())
+    torch.testing.assert_close(single.double(), reference.detach(), rtol=1e-6, atol=1e-4)
