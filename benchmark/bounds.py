@@ -30,7 +30,7 @@ class _BernoulliLogLikelihood(torch.autograd.Function):
 
     Forward: torch's vectorised ``log_sigmoid`` kernel and one ``addcmul``; backward in place
     on one fresh ``[k, B, D]`` buffer. Composing it from single ops (abs, exp, log, ...) or
-    letting autograd differentiate it costs 1.5-2x the time (``make bench`` profiles).
+    letting autograd differentiate it took 1.6-1.7x the time (k = 25, B = 100, D = 784, CPU).
     """
 
     @staticmethod
