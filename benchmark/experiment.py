@@ -163,6 +163,10 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     if cfg.get("num_threads"):
         torch.set_num_threads(cfg.num_threads)
+    if cfg.compile:
+        # A sweep's runs share one process (Hydra's basic launcher), and torch.compile runs a
+        # function eagerly after a few recompilations: each run compiles from empty caches.
+        torch.compiler.reset()
     pl.seed_everything(cfg.seed, workers=False, verbose=False)
 
     datamodule = build_datamodule(cfg)

@@ -235,3 +235,26 @@ def test_training_optimizer_is_the_papers_adam_fused() -> None:
     for p, q, p0 in zip(module.parameters(), reference_params, start, strict=True):
         assert (p.detach() - p0).abs().mean() > 1e-3  # every tensor took the steps
         torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_every_compiled_run_of_a_one_process_sweep_is_compiled(
+    tmp_path: Path, data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Hydra's basic launcher runs a sweep in one process; torch.compile would fall back to
+    eager once a function had been recompiled too often across the sweep's models."""
+    sweep = [["model=iwae"], ["model=iwaer"], ["model=iwaerrec"]]
+    sweep += [["model=iwaer", "model.weight_sampling=shared"], ["model=vae"]]
+    for i, overrides in enumerate(sweep):
+        cfg = small_run_config(
+            tmp_path / str(i),
+            data_dir,
+            *overrides,
+            "compile=true",
+            "network.hidden=[16]",
+            "network.latent=4",
+            "dataset.train_subset=200",
+            "dataset.test_subset=100",
+        )
+        train_and_evaluate(cfg, tmp_path / str(i))
+    assert not [r for r in caplog.records if "recompile_limit" in r.getMessage()]
