@@ -1,90 +1,132 @@
 """Standard normal noise for a whole forward pass, drawn into one buffer.
 
-PyTorch fills a CPU tensor with normals on one core (one Mersenne-Twister stream), which
-made noise 14% of an IWAER training step and 30% of its evaluation on 2 cores, and would
-dominate on many-core machines where the matmuls scale and the draw does not. On CPUs the
-buffer is therefore cut into blocks of ``CPU_BLOCK`` values, each seeded by a number drawn
-from the caller's generator, and the blocks are filled on ``torch.get_num_threads()``
-threads. The values depend only on the generator's state and the total size, not on the
-thread count, so runs stay reproducible. On GPUs one Philox call fills the buffer.
+PyTorch fills a CPU tensor with normals from one Mersenne-Twister stream on one core (2.5
+ns/value here), which made noise 14% of an IWAER training step and 30% of its evaluation
+on 2 cores, and would dominate on many-core machines where the matmuls scale and the draw
+does not. On CPUs the buffer therefore comes from the counter-based generator Philox4x32-10
+(Salmon et al., SC 2011; the generator behind cuRAND and PyTorch's CUDA RNG): value i is a
+pure function of (key, i), so one elementwise kernel, compiled by ``torch.compile``, fills
+the buffer on all of torch's CPU threads, and the values do not depend on the thread
+count. The 64-bit key is drawn from the caller's generator, once per buffer; uniforms
+become normals by the Box-Muller transform. On GPUs torch's own Philox ``normal_`` fills
+the buffer.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-import os
-import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import Tensor
 from torch.profiler import record_function
 
-CPU_BLOCK = 1 << 17  # normals per independently seeded block (about 0.4 ms of work)
-_SEED_HIGH = 1 << 62
-PROFILER_LABEL = "noise.fill_normal_ (threads)"
+PROFILER_LABEL = "noise.standard_normal (Philox)"
 
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
+_MASK = 0xFFFFFFFF
+_MULTIPLIERS = (0xD2511F53, 0xCD9E8D57)
+_KEY_INCREMENTS = (0x9E3779B9, 0xBB67AE85)
 
-
-def _forget_pool() -> None:
-    """A forked child has none of the parent's threads: it starts its own pool if needed."""
-    global _pool
-    _pool = None
+log = logging.getLogger(__name__)
 
 
-os.register_at_fork(after_in_child=_forget_pool)
+def philox4x32_10(
+    counter: Sequence[Tensor], key: Sequence[Tensor]
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The Philox4x32-10 bijection of Random123: four 32-bit counter words and two 32-bit key
+    words (int64 tensors holding values in [0, 2^32), broadcastable) -> four 32-bit words.
 
-
-def _thread_pool() -> ThreadPoolExecutor:
-    """One pool per process, as wide as torch's CPU thread count when first used."""
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max(1, torch.get_num_threads()), "normal-noise")
-        return _pool
-
-
-def _fill_blocks(blocks: Sequence[Tensor], seeds: Sequence[int]) -> None:
-    generator = torch.Generator()
-    for block, seed in zip(blocks, seeds, strict=True):
-        block.normal_(generator=generator.manual_seed(seed))
-
-
-def fill_normal_(out: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Fill the contiguous tensor ``out`` with N(0, 1) values from ``generator``'s stream.
-
-    CPU: block b of ``CPU_BLOCK`` values comes from its own generator, seeded by the b-th of
-    ``ceil(numel / CPU_BLOCK)`` integers drawn from ``generator`` (the default generator if
-    None); blocks are independent streams, so the values are i.i.d. N(0, 1).
+    Each round multiplies words 0 and 2 by fixed odd constants into 64-bit products, whose
+    high halves are xored with words 1 and 3 and the key; the key grows by the Weyl
+    increments between rounds. Products wrap modulo 2^64 in int64, which keeps their bits.
     """
-    if out.device.type != "cpu":
-        return out.normal_(generator=generator)
-    flat = out.view(-1)
-    blocks = flat.split(CPU_BLOCK)
-    seeds = torch.randint(_SEED_HIGH, (len(blocks),), generator=generator).tolist()
-    workers = min(len(blocks), torch.get_num_threads())
-    if workers <= 1:
-        _fill_blocks(blocks, seeds)
-        return out
-    # The profiler does not see ops on the pool's threads: this range times the whole fill.
+    c0, c1, c2, c3 = counter
+    k0, k1 = key
+    for round_index in range(10):
+        if round_index:
+            k0 = (k0 + _KEY_INCREMENTS[0]) & _MASK
+            k1 = (k1 + _KEY_INCREMENTS[1]) & _MASK
+        p0 = c0 * _MULTIPLIERS[0]
+        p1 = c2 * _MULTIPLIERS[1]
+        c0, c1, c2, c3 = (
+            ((p1 >> 32) & _MASK) ^ c1 ^ k0,
+            p1 & _MASK,
+            ((p0 >> 32) & _MASK) ^ c3 ^ k1,
+            p0 & _MASK,
+        )
+    return c0, c1, c2, c3
+
+
+def philox_normal(numel: int, key: Tensor, dtype: torch.dtype) -> Tensor:
+    """``4 ceil(numel / 4)`` i.i.d. N(0, 1) values of ``dtype``; ``key``: int64 ``[2]``.
+
+    Block b of four values is Box-Muller of the Philox words for counter (b mod 2^32,
+    b div 2^32, 0, 0): uniforms u = (word + 1/2) 2^-32 in (0, 1], and
+    (r cos t, r sin t) with r = sqrt(-2 log u_0), t = 2 pi u_1 (then u_2, u_3).
+    """
+    blocks = torch.arange((numel + 3) // 4, device=key.device)
+    words = philox4x32_10(
+        (blocks & _MASK, blocks >> 32, torch.zeros_like(blocks), torch.zeros_like(blocks)),
+        (key[0], key[1]),
+    )
+    work = torch.promote_types(dtype, torch.float32)
+    u = [(w.to(work) + 0.5) * 2.0**-32 for w in words]
+    radius = [torch.sqrt(-2.0 * torch.log(u[i])) for i in (0, 2)]
+    angle = [(2.0 * math.pi) * u[i] for i in (1, 3)]
+    values = [
+        radius[0] * torch.cos(angle[0]),
+        radius[0] * torch.sin(angle[0]),
+        radius[1] * torch.cos(angle[1]),
+        radius[1] * torch.sin(angle[1]),
+    ]
+    return torch.stack(values, dim=-1).view(-1).to(dtype)
+
+
+_compiled_philox_normal = torch.compile(philox_normal, dynamic=True, fullgraph=True)
+_compile_failed = False
+
+
+def _cpu_standard_normal(numel: int, key: Tensor, dtype: torch.dtype) -> Tensor:
+    """:func:`philox_normal` as one compiled kernel. Where ``torch.compile`` cannot build it
+    (no C++ compiler), torch's one-core ``normal_`` seeded by the key: slower, and a different
+    stream, but still a function of the key only (eager Philox would be 30x slower still)."""
+    global _compile_failed
+    if not _compile_failed:
+        try:
+            with torch.no_grad():
+                return _compiled_philox_normal(numel, key, dtype)
+        except Exception as error:  # any failure to compile has the same remedy
+            _compile_failed = True
+            log.warning(
+                "torch.compile could not build the CPU noise kernel (%s: %s); drawing noise "
+                "with torch's one-core normal_ instead, which is slower. Install a C++ "
+                "compiler and the Python headers to make it fast.",
+                type(error).__name__,
+                error,
+            )
+    generator = torch.Generator().manual_seed((int(key[0]) << 32) | int(key[1]))
+    return torch.empty(numel, dtype=dtype).normal_(generator=generator)
+
+
+def standard_normal(
+    numel: int, generator: torch.Generator | None, device: torch.device, dtype: torch.dtype
+) -> Tensor:
+    """``numel`` i.i.d. N(0, 1) values from ``generator``'s stream (the default generator if
+    None). CPU: :func:`philox_normal` keyed by two 32-bit integers drawn from ``generator``,
+    so the values depend only on its state and ``numel``. Other devices: ``normal_``."""
+    if device.type != "cpu":
+        return torch.empty(numel, device=device, dtype=dtype).normal_(generator=generator)
+    key = torch.randint(1 << 32, (2,), generator=generator)
     with record_function(PROFILER_LABEL):
-        pool = _thread_pool()
-        jobs = [
-            pool.submit(_fill_blocks, blocks[w::workers], seeds[w::workers]) for w in range(workers)
-        ]
-        for job in jobs:
-            job.result()
-    return out
+        return _cpu_standard_normal(numel, key, dtype)[:numel]
 
 
 def draw_normal(
     shapes: Sequence[tuple[int, ...]], generator: torch.Generator | None, like: Tensor
 ) -> list[Tensor]:
     """Standard normal tensors of ``shapes`` on ``like``'s device and dtype: consecutive
-    views of one buffer filled by :func:`fill_normal_`."""
+    views of one buffer drawn by :func:`standard_normal`."""
     sizes = [math.prod(shape) for shape in shapes]
-    flat = fill_normal_(torch.empty(sum(sizes), device=like.device, dtype=like.dtype), generator)
+    flat = standard_normal(sum(sizes), generator, like.device, like.dtype)
     return [part.view(shape) for part, shape in zip(flat.split(sizes), shapes, strict=True)]

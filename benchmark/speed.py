@@ -44,6 +44,7 @@ from benchmark.experiment import build_datamodule, build_module, build_trainer
 from benchmark.flops import forward_flops, layer_matmuls, train_step_flops
 from benchmark.lightning_module import adam
 from benchmark.models import ImportanceWeightedAutoencoder
+from benchmark.noise import PROFILER_LABEL as NOISE_PROFILER_LABEL
 from benchmark.provenance import git_state, package_versions
 from benchmark.reference import LoopIWAER, PlainIWAE
 from benchmark.speed_report import TARGETS, render_markdown
@@ -57,6 +58,7 @@ VARIANTS: dict[str, list[str]] = {
     "iwaerrec": ["model=iwaerrec"],
 }
 PRECISION_VARIANTS = ("iwae", "iwaer (local)", "iwaerrec")  # bf16 and torch.compile
+PROFILED_RANGES = (NOISE_PROFILER_LABEL,)  # profile rows that include the ops they call
 # Training / test set sizes of the paper's data (PAPER.md section 2), for the projection.
 PAPER_DATASETS = {"mnist": (60_000, 10_000), "omniglot": (24_345, 8_070)}
 
@@ -223,7 +225,7 @@ def measure_steps(
                 "ratio": seconds / gemm_bound,
                 "target": target,
                 "profile": {
-                    **profile_ops(step, x.device, bc.profile_calls),
+                    **profile_ops(step, x.device, bc.profile_calls, ranges=PROFILED_RANGES),
                     "gemm_bound_ms": gemm_bound * 1e3,
                 },
             }
@@ -390,7 +392,9 @@ def measure_eval(
                 "peak_memory_bytes": memory.peak_bytes,
                 "memory_cap_bytes": cap,
                 "profile": {
-                    **profile_ops(lambda m=model: evaluate(m, one_batch), device, 1),
+                    **profile_ops(
+                        lambda m=model: evaluate(m, one_batch), device, 1, ranges=PROFILED_RANGES
+                    ),
                     "gemm_bound_ms": gemm_bound * 1e3 * one_batch.shape[0] / data.shape[0],
                 },
             }

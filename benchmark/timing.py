@@ -8,7 +8,7 @@ from __future__ import annotations
 import ctypes
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from types import TracebackType
 
@@ -104,10 +104,16 @@ class PeakMemory:
 
 
 def profile_ops(
-    fn: Callable[[], object], device: torch.device, calls: int, top: int = 8
+    fn: Callable[[], object],
+    device: torch.device,
+    calls: int,
+    top: int = 8,
+    ranges: Collection[str] = (),
 ) -> dict[str, object]:
     """Self time per call of the ``top`` most expensive ops of ``fn`` (after one warm-up call),
-    and the share of all op time spent in matrix products."""
+    and the share of all op time spent in matrix products. Ops inside a ``record_function``
+    range named in ``ranges`` count as that range, so a compiled kernel called there is not
+    lumped with the model's compiled graphs."""
     fn()
     synchronize(device)
     activities = [ProfilerActivity.CPU]
@@ -124,8 +130,8 @@ def profile_ops(
         return event.self_cpu_time_total
 
     per_op: dict[str, float] = {}
-    for event in prof.key_averages():
-        name = op_name(event.key)
+    for event in prof.events():
+        name = _enclosing_range(event, ranges) or op_name(event.name)
         per_op[name] = per_op.get(name, 0.0) + self_us(event)
     total = sum(per_op.values())
     gemm = sum(us for name, us in per_op.items() if name in GEMM_OPS)
@@ -143,6 +149,16 @@ def profile_ops(
             for us, name in ranked[:top]
         ],
     }
+
+
+def _enclosing_range(event: object, ranges: Collection[str]) -> str | None:
+    """The outermost of ``event`` and its ancestors whose name is in ``ranges``, if any."""
+    found = None
+    while event is not None:
+        if event.name in ranges:
+            found = event.name
+        event = event.cpu_parent
+    return found
 
 
 def op_name(key: str) -> str:

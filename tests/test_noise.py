@@ -1,15 +1,26 @@
-"""Noise buffers: i.i.d. N(0, 1), reproducible from the generator, independent of threads."""
+"""Noise buffers: Philox4x32-10 as published, i.i.d. N(0, 1), reproducible from the generator,
+independent of threads, the same compiled and eager."""
 
 from __future__ import annotations
 
+import logging
 import math
 
 import pytest
 import torch
 
-from benchmark.noise import CPU_BLOCK, draw_normal, fill_normal_
+from benchmark import noise
+from benchmark.noise import draw_normal, philox4x32_10, philox_normal, standard_normal
 
-N = 4 * CPU_BLOCK + 123  # several blocks and a partial one
+N = 400_003  # not a multiple of 4: the last block of four is cut
+
+# Random123's known-answer vectors (kat_vectors): 4 counter words, 2 key words, 4 output words.
+PHILOX_KAT = """
+00000000 00000000 00000000 00000000  00000000 00000000  6627e8d5 e169c58d bc57ac4c 9b00dbd8
+ffffffff ffffffff ffffffff ffffffff  ffffffff ffffffff  408f276d 41c83b0e a20bc7c6 6d5451fd
+243f6a88 85a308d3 13198a2e 03707344  a4093822 299f31d0  d16cfe09 94fdcceb 5001e420 24126ea1
+"""
+CPU = torch.device("cpu")
 
 
 @pytest.fixture
@@ -20,7 +31,23 @@ def restore_threads():
 
 
 def draw(seed: int, n: int = N) -> torch.Tensor:
-    return fill_normal_(torch.empty(n), torch.Generator().manual_seed(seed))
+    return standard_normal(n, torch.Generator().manual_seed(seed), CPU, torch.float32)
+
+
+def words(columns: slice, repeat: int) -> list[torch.Tensor]:
+    """Words ``columns`` of the vectors as int64 tensors, each vector repeated ``repeat``
+    times (long enough that compiled kernels take their vectorised path)."""
+    table = torch.tensor(
+        [[int(w, 16) for w in line.split()] for line in PHILOX_KAT.split("\n") if line]
+    )
+    return list(table[:, columns].repeat_interleave(repeat, dim=0).T)
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_philox_matches_the_published_known_answers(compiled: bool) -> None:
+    bijection = torch.compile(philox4x32_10, fullgraph=True) if compiled else philox4x32_10
+    got = torch.stack(bijection(words(slice(0, 4), 37), words(slice(4, 6), 37)))
+    assert torch.equal(got, torch.stack(words(slice(6, 10), 37)))
 
 
 def test_values_depend_on_the_generator_state_only(restore_threads) -> None:
@@ -29,9 +56,10 @@ def test_values_depend_on_the_generator_state_only(restore_threads) -> None:
     torch.set_num_threads(2)
     assert torch.equal(draw(0), serial)
     assert not torch.equal(draw(1), serial)
+    assert torch.equal(draw(0, 1_001), serial[:1_001])
 
 
-def test_values_are_standard_normal_and_blocks_are_independent() -> None:
+def test_values_are_standard_normal_and_independent() -> None:
     x = draw(0).double()
     n = x.numel()
     assert abs(x.mean().item()) < 5 / math.sqrt(n)
@@ -40,10 +68,43 @@ def test_values_are_standard_normal_and_blocks_are_independent() -> None:
     assert abs(x.pow(4).mean().item() - 3) < 5 * math.sqrt(96 / n)
     tail = (x.abs() > 3).double().mean().item()
     assert abs(tail - 0.0027) < 5 * math.sqrt(0.0027 / n)
-    blocks = x[: 4 * CPU_BLOCK].view(4, CPU_BLOCK)
-    correlation = torch.corrcoef(blocks)
-    off_diagonal = correlation[~torch.eye(4, dtype=torch.bool)]
-    assert off_diagonal.abs().max().item() < 5 / math.sqrt(CPU_BLOCK)
+    # The four values of a Philox block (two Box-Muller pairs) and neighbouring blocks.
+    lanes = x[: n - n % 8].view(-1, 8).T
+    correlation = torch.corrcoef(torch.cat([lanes, lanes.square()]))
+    off_diagonal = correlation[~torch.eye(16, dtype=torch.bool)]
+    assert off_diagonal.abs().max().item() < 5 / math.sqrt(lanes.shape[1])
+
+
+def test_keys_from_different_generator_states_give_uncorrelated_streams() -> None:
+    streams = torch.stack([draw(seed, 100_000) for seed in range(4)]).double()
+    off_diagonal = torch.corrcoef(streams)[~torch.eye(4, dtype=torch.bool)]
+    assert off_diagonal.abs().max().item() < 5 / math.sqrt(100_000)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_compiled_kernel_gives_the_eager_values(dtype: torch.dtype) -> None:
+    key = torch.tensor([123_456_789, 4_000_000_000])
+    eager = philox_normal(N, key, dtype)
+    compiled = noise._cpu_standard_normal(N, key, dtype)
+    assert compiled.dtype == dtype and compiled.shape == eager.shape == (4 * math.ceil(N / 4),)
+    torch.testing.assert_close(compiled, eager)
+
+
+def test_without_a_working_compiler_noise_comes_from_normal_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*args: object) -> torch.Tensor:
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(noise, "_compiled_philox_normal", broken)
+    monkeypatch.setattr(noise, "_compile_failed", False)
+    with caplog.at_level(logging.WARNING, logger=noise.__name__):
+        first, again, other = draw(3), draw(3), draw(4)
+    assert len(caplog.records) == 1
+    assert "no C++ compiler" in caplog.text and "Install a C++ compiler" in caplog.text
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    assert abs(first.mean().item()) < 5 / math.sqrt(N)
+    assert abs(first.double().var().item() - 1) < 5 * math.sqrt(2 / N)
 
 
 def test_draw_normal_gives_the_shapes_as_disjoint_parts_of_one_stream() -> None:
@@ -57,6 +118,6 @@ def test_draw_normal_gives_the_shapes_as_disjoint_parts_of_one_stream() -> None:
 
 def test_default_generator_is_used_without_one() -> None:
     torch.manual_seed(5)
-    first = fill_normal_(torch.empty(10), None)
+    first = standard_normal(10, None, CPU, torch.float32)
     torch.manual_seed(5)
-    assert torch.equal(fill_normal_(torch.empty(10), None), first)
+    assert torch.equal(standard_normal(10, None, CPU, torch.float32), first)

@@ -168,3 +168,20 @@ def test_profile_ops_names_and_shares_the_ops():
     assert sum(op["share"] for op in profile["top_ops"]) <= 1 + 1e-9
     assert op_name("## Call CompiledFxGraph f4jvmg42j6rm4 ##") == "compiled graph (fused ops)"
     assert op_name("Torch-Compiled Region: 0/7") == "Torch-Compiled Region"
+
+
+def test_profile_ops_reports_a_named_range_with_the_ops_it_calls():
+    a = torch.randn(256, 256)
+
+    def fn() -> None:
+        with torch.profiler.record_function("outer"):
+            a.exp()
+            with torch.profiler.record_function("inner"):
+                a.exp()
+        a.exp()
+
+    profile = profile_ops(fn, torch.device("cpu"), calls=3, ranges=("outer", "inner"))
+    ms = {op["op"]: op["ms_per_call"] for op in profile["top_ops"]}
+    assert {"outer", "aten::exp"} <= ms.keys() and "inner" not in ms
+    assert ms["outer"] > 1.2 * ms["aten::exp"]
+    assert op_name("Torch-Compiled Region: 0/7") == "Torch-Compiled Region"
