@@ -9,7 +9,8 @@ import math
 
 import torch
 from torch import Tensor
-from torch.nn import functional as F
+
+from benchmark.logistic import log_sigmoid
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -28,15 +29,15 @@ class _BernoulliLogLikelihood(torch.autograd.Function):
     """sum_d x_d l_d - softplus(l_d) = sum_d (x_d - 1) l_d + log sigmoid(l_d), with a one-pass
     gradient ``x - sigmoid(l)``.
 
-    Forward: torch's vectorised ``log_sigmoid`` kernel and one ``addcmul``; backward in place
-    on one fresh ``[k, B, D]`` buffer. Composing it from single ops (abs, exp, log, ...) or
-    letting autograd differentiate it took 1.6-1.7x the time (k = 25, B = 100, D = 784, CPU).
+    Forward: :func:`benchmark.logistic.log_sigmoid` and one in-place ``addcmul``; backward in
+    place on one fresh ``[k, B, D]`` buffer. Letting autograd differentiate it took 1.6-1.7x
+    the time (k = 25, B = 100, D = 784, CPU).
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, logits: Tensor) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(x, logits)
-        return torch.addcmul(F.logsigmoid(logits), x - 1.0, logits).sum(-1)
+        return log_sigmoid(logits).addcmul_(x - 1.0, logits).sum(-1)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[None, Tensor]:  # type: ignore[override]

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
 
+from benchmark.allocator import retain_freed_memory
 from benchmark.callbacks import ImageGrids, WeightStdMonitor
 from benchmark.checkpointing import AtomicCheckpointIO
 from benchmark.evaluate import estimate_log_likelihood
@@ -163,6 +164,7 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     if cfg.get("num_threads"):
         torch.set_num_threads(cfg.num_threads)
+    retain_freed_memory()
     if cfg.compile:
         # A sweep's runs share one process (Hydra's basic launcher), and torch.compile runs a
         # function eagerly after a few recompilations: each run compiles from empty caches.

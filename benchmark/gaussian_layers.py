@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from benchmark.logistic import softplus
 from benchmark.noise import draw_normal
 
 
@@ -70,11 +71,11 @@ class GaussianLinear(nn.Module):
 
     def weight_std(self) -> Tensor:
         """S = softplus(rho_W), shape [n_in, n_out]."""
-        return F.softplus(self.weight_rho)
+        return softplus(self.weight_rho)
 
     def bias_std(self) -> Tensor:
         """s = softplus(rho_b), shape [n_out]."""
-        return F.softplus(self.bias_rho)
+        return softplus(self.bias_rho)
 
     def noise_shapes(self, batch: int, k: int) -> list[tuple[int, ...]]:
         """Shapes of the standard normal noise :meth:`with_noise` takes: none if

@@ -37,6 +37,7 @@ import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from benchmark.allocator import retain_freed_memory
 from benchmark.bounds import iwae_bound
 from benchmark.config import compose_config
 from benchmark.evaluate import estimate_log_likelihood
@@ -579,6 +580,7 @@ def run_benchmark(bc: BenchConfig) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     bc = parse_args(sys.argv[1:] if argv is None else argv)
+    retain_freed_memory()  # as run.py's runs do
     result = run_benchmark(bc)
     out = Path(bc.out)
     out.mkdir(parents=True, exist_ok=True)
