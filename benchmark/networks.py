@@ -9,11 +9,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from benchmark import logistic
 from benchmark.gaussian_layers import GaussianLinear, WeightSampling
 from benchmark.noise import draw_normal
 
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
-    "tanh": torch.tanh,
+    "tanh": logistic.tanh,
     "relu": F.relu,
     "softplus": F.softplus,
 }

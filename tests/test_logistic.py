@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch.nn import functional as F
 
-from benchmark.logistic import log_sigmoid, softplus
+from benchmark.logistic import log_sigmoid, softplus, tanh
 
 WIDE = torch.cat([torch.linspace(-1e4, 1e4, 20_001), torch.linspace(-100, 100, 200_001)])
 
 
-def test_log_sigmoid_has_float_accuracy_everywhere() -> None:
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_log_sigmoid_has_float_accuracy_everywhere(compiled: bool) -> None:
     exact = F.logsigmoid(WIDE.double())
+    function = torch.compile(log_sigmoid, fullgraph=True) if compiled else log_sigmoid
     for dtype, tolerance in ((torch.float32, 5e-7), (torch.float64, 1e-15)):
-        got = log_sigmoid(WIDE.to(dtype)).double()
+        got = function(WIDE.to(dtype)).double()
         error = (got - exact).abs() / exact.abs().clamp(min=1.0)
         assert error.max().item() < tolerance, dtype
 
@@ -27,3 +30,13 @@ def test_softplus_has_float_relative_accuracy_and_the_sigmoid_gradient() -> None
     softplus(r64).sum().backward()
     torch.testing.assert_close(r64.grad, torch.sigmoid(r64.detach()))
     assert torch.autograd.gradcheck(softplus, (r64[::50].detach().requires_grad_(),))
+
+
+def test_tanh_is_accurate_with_the_tanh_gradient() -> None:
+    x = WIDE[WIDE.abs() < 30]
+    assert (tanh(x).double() - torch.tanh(x.double())).abs().max().item() < 3e-7
+    x64 = torch.linspace(-10, 10, 1001, dtype=torch.float64, requires_grad=True)
+    assert (tanh(x64) - torch.tanh(x64)).abs().max().item() < 1e-15
+    tanh(x64).sum().backward()
+    torch.testing.assert_close(x64.grad, 1 - torch.tanh(x64.detach()).square())
+    assert torch.autograd.gradcheck(tanh, (x64[::50].detach().requires_grad_(),))
