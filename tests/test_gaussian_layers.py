@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 from torch.nn import functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from benchmark.gaussian_layers import GaussianLinear, inverse_softplus
 
@@ -124,3 +125,69 @@ def test_initial_std_is_the_configured_value(std: float) -> None:
 def test_nonpositive_init_std_is_rejected() -> None:
     with pytest.raises(ValueError, match="init_std"):
         GaussianLinear(2, 2, random=True, init_std=0.0)
+
+
+def autograd_local_reparameterization(layer: GaussianLinear, h: torch.Tensor, eps: torch.Tensor):
+    """The local-mode formula left to autograd: the reference for the fused backward."""
+    mean = F.linear(h, layer.weight.t(), layer.bias)
+    var = F.linear(h * h, layer.weight_std().square().t(), layer.bias_std().square())
+    return mean + var.sqrt() * eps
+
+
+@pytest.mark.parametrize("samples_in_input", [1, 4], ids=["shared-input", "per-sample-input"])
+@pytest.mark.parametrize("input_grad", [True, False], ids=["hidden", "data"])
+def test_local_mode_gradients_match_autograd(samples_in_input: int, input_grad: bool) -> None:
+    layer, _ = make_layer("local")
+    generator = torch.Generator().manual_seed(2)
+    h = torch.randn(samples_in_input, 5, 3, dtype=torch.float64, generator=generator)
+    h.requires_grad_(input_grad)
+    eps = torch.randn(4, 5, 2, dtype=torch.float64, generator=generator)
+    upstream = torch.randn(4, 5, 2, dtype=torch.float64, generator=generator)
+    inputs = [h, *layer.parameters()] if input_grad else list(layer.parameters())
+    results = []
+    for forward in (
+        lambda: layer.with_noise(h, [eps]),
+        lambda: autograd_local_reparameterization(layer, h, eps),
+    ):
+        out = forward()
+        results.append((out, torch.autograd.grad(out, inputs, upstream)))
+    (fused, fused_grads), (reference, reference_grads) = results
+    torch.testing.assert_close(fused, reference)
+    for got, expected in zip(fused_grads, reference_grads, strict=True):
+        torch.testing.assert_close(got, expected)
+    assert torch.autograd.gradcheck(
+        lambda hh: layer.with_noise(hh, [eps]), (h.detach().requires_grad_(),)
+    )
+
+
+class MatmulDtypes(TorchDispatchMode):
+    """Records the dtype of every matrix product run under it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dtypes: list[torch.dtype] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in (torch.ops.aten.mm.default, torch.ops.aten.addmm.default):
+            self.dtypes.append(args[-1].dtype)
+        return func(*args, **(kwargs or {}))
+
+
+def test_local_mode_backward_keeps_the_autocast_dtype() -> None:
+    """Under bf16 autocast the backward's matmuls run in bf16, as autograd's would, and the
+    gradients stay close to fp32's."""
+    layer, _ = make_layer("local")
+    layer = layer.float()
+    h = torch.randn(4, 5, 3, requires_grad=True)
+    eps = torch.randn(4, 5, 2)
+    grads = []
+    for enabled in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            out = layer.with_noise(h, [eps])
+        with MatmulDtypes() as backward:
+            grads.append(torch.autograd.grad(out.float().sum(), [h, layer.weight]))
+        expected = torch.bfloat16 if enabled else torch.float32
+        assert len(backward.dtypes) == 4 and set(backward.dtypes) == {expected}
+    for fp32, bf16 in zip(*grads, strict=True):
+        assert fp32.dtype == bf16.dtype == torch.float32
+        torch.testing.assert_close(bf16, fp32, rtol=0.05, atol=0.05)
