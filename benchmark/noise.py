@@ -8,8 +8,9 @@ does not. On CPUs the buffer therefore comes from the counter-based generator Ph
 pure function of (key, i), so one elementwise kernel, compiled by ``torch.compile``, fills
 the buffer on all of torch's CPU threads, and the values do not depend on the thread
 count. The 64-bit key is drawn from the caller's generator, once per buffer; uniforms
-become normals by the Box-Muller transform. On GPUs torch's own Philox ``normal_`` fills
-the buffer.
+become normals by the Box-Muller transform. The same kernel draws the uniforms of the
+training minibatches' binarization. On GPUs torch's own Philox ``normal_`` / ``uniform_``
+fill the buffer.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 from torch import Tensor
 from torch.profiler import record_function
 
-PROFILER_LABEL = "noise.standard_normal (Philox)"
+PROFILER_LABEL = "noise (Philox kernel)"
 
 _MASK = 0xFFFFFFFF
 _MULTIPLIERS = (0xD2511F53, 0xCD9E8D57)
@@ -58,20 +59,25 @@ def philox4x32_10(
     return c0, c1, c2, c3
 
 
-def philox_normal(numel: int, key: Tensor, dtype: torch.dtype) -> Tensor:
-    """``4 ceil(numel / 4)`` i.i.d. N(0, 1) values of ``dtype``; ``key``: int64 ``[2]``.
-
-    Block b of four values is Box-Muller of the Philox words for counter (b mod 2^32,
-    b div 2^32, 0, 0): uniforms u = (word + 1/2) 2^-32 in (0, 1], and
-    (r cos t, r sin t) with r = sqrt(-2 log u_0), t = 2 pi u_1 (then u_2, u_3).
-    """
+def _philox_blocks(numel: int, key: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The four Philox words of blocks b = 0 .. ceil(numel / 4) - 1, counter
+    (b mod 2^32, b div 2^32, 0, 0); ``key``: int64 ``[2]``."""
     blocks = torch.arange((numel + 3) // 4, device=key.device)
-    words = philox4x32_10(
+    return philox4x32_10(
         (blocks & _MASK, blocks >> 32, torch.zeros_like(blocks), torch.zeros_like(blocks)),
         (key[0], key[1]),
     )
+
+
+def philox_normal(numel: int, key: Tensor, dtype: torch.dtype) -> Tensor:
+    """``4 ceil(numel / 4)`` i.i.d. N(0, 1) values of ``dtype``.
+
+    Block b of four values is Box-Muller of its Philox words: uniforms
+    u = (word + 1/2) 2^-32 in (0, 1], and (r cos t, r sin t) with r = sqrt(-2 log u_0),
+    t = 2 pi u_1 (then u_2, u_3).
+    """
     work = torch.promote_types(dtype, torch.float32)
-    u = [(w.to(work) + 0.5) * 2.0**-32 for w in words]
+    u = [(w.to(work) + 0.5) * 2.0**-32 for w in _philox_blocks(numel, key)]
     radius = [torch.sqrt(-2.0 * torch.log(u[i])) for i in (0, 2)]
     angle = [(2.0 * math.pi) * u[i] for i in (1, 3)]
     values = [
@@ -83,43 +89,80 @@ def philox_normal(numel: int, key: Tensor, dtype: torch.dtype) -> Tensor:
     return torch.stack(values, dim=-1).view(-1).to(dtype)
 
 
-_compiled_philox_normal = torch.compile(philox_normal, dynamic=True, fullgraph=True)
+def philox_uniform(numel: int, key: Tensor, dtype: torch.dtype) -> Tensor:
+    """``4 ceil(numel / 4)`` i.i.d. U[0, 1) values of ``dtype``: the top 24 bits of each
+    Philox word times 2^-24 (exact in float32)."""
+    words = [(w >> 8).to(torch.float32) * 2.0**-24 for w in _philox_blocks(numel, key)]
+    return torch.stack(words, dim=-1).view(-1).to(dtype)
+
+
+_KERNELS = {
+    "normal": torch.compile(philox_normal, dynamic=True, fullgraph=True),
+    "uniform": torch.compile(philox_uniform, dynamic=True, fullgraph=True),
+}
 _compile_failed = False
 
 
-def _cpu_standard_normal(numel: int, key: Tensor, dtype: torch.dtype) -> Tensor:
-    """:func:`philox_normal` as one compiled kernel. Where ``torch.compile`` cannot build it
-    (no C++ compiler), torch's one-core ``normal_`` seeded by the key: slower, and a different
-    stream, but still a function of the key only (eager Philox would be 30x slower still)."""
+def _torch_fill_(out: Tensor, kind: str, generator: torch.Generator | None) -> Tensor:
+    """``out`` filled by torch's own generator: ``normal_`` or ``uniform_``."""
+    return (
+        out.normal_(generator=generator) if kind == "normal" else out.uniform_(generator=generator)
+    )
+
+
+def _cpu_draw(kind: str, numel: int, key: Tensor, dtype: torch.dtype) -> Tensor:
+    """:func:`philox_normal` or :func:`philox_uniform` (``kind``) as one compiled kernel.
+    Where ``torch.compile`` cannot build it (no C++ compiler), torch's one-core ``normal_`` /
+    ``uniform_`` seeded by the key: slower, and a different stream, but still a function of
+    the key only (eager Philox would be 30x slower still)."""
     global _compile_failed
     if not _compile_failed:
         try:
             with torch.no_grad():
-                return _compiled_philox_normal(numel, key, dtype)
+                return _KERNELS[kind](numel, key, dtype)
         except Exception as error:  # any failure to compile has the same remedy
             _compile_failed = True
             log.warning(
                 "torch.compile could not build the CPU noise kernel (%s: %s); drawing noise "
-                "with torch's one-core normal_ instead, which is slower. Install a C++ "
+                "with torch's one-core generator instead, which is slower. Install a C++ "
                 "compiler and the Python headers to make it fast.",
                 type(error).__name__,
                 error,
             )
     generator = torch.Generator().manual_seed((int(key[0]) << 32) | int(key[1]))
-    return torch.empty(numel, dtype=dtype).normal_(generator=generator)
+    return _torch_fill_(torch.empty(numel, dtype=dtype), kind, generator)
+
+
+def _draw(
+    kind: str,
+    numel: int,
+    generator: torch.Generator | None,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> Tensor:
+    """``numel`` i.i.d. values of ``kind`` from ``generator``'s stream (the default generator
+    if None). CPU: the Philox kernel keyed by two 32-bit integers drawn from ``generator``, so
+    the values depend only on its state and ``numel``. Other devices: ``normal_`` /
+    ``uniform_``."""
+    if device.type != "cpu":
+        return _torch_fill_(torch.empty(numel, device=device, dtype=dtype), kind, generator)
+    key = torch.randint(1 << 32, (2,), generator=generator)
+    with record_function(PROFILER_LABEL):
+        return _cpu_draw(kind, numel, key, dtype)[:numel]
 
 
 def standard_normal(
     numel: int, generator: torch.Generator | None, device: torch.device, dtype: torch.dtype
 ) -> Tensor:
-    """``numel`` i.i.d. N(0, 1) values from ``generator``'s stream (the default generator if
-    None). CPU: :func:`philox_normal` keyed by two 32-bit integers drawn from ``generator``,
-    so the values depend only on its state and ``numel``. Other devices: ``normal_``."""
-    if device.type != "cpu":
-        return torch.empty(numel, device=device, dtype=dtype).normal_(generator=generator)
-    key = torch.randint(1 << 32, (2,), generator=generator)
-    with record_function(PROFILER_LABEL):
-        return _cpu_standard_normal(numel, key, dtype)[:numel]
+    """``numel`` i.i.d. N(0, 1) values from ``generator``'s stream (see :func:`_draw`)."""
+    return _draw("normal", numel, generator, device, dtype)
+
+
+def standard_uniform(
+    numel: int, generator: torch.Generator | None, device: torch.device, dtype: torch.dtype
+) -> Tensor:
+    """``numel`` i.i.d. U[0, 1) values from ``generator``'s stream (see :func:`_draw`)."""
+    return _draw("uniform", numel, generator, device, dtype)
 
 
 def draw_normal(

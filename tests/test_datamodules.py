@@ -14,7 +14,6 @@ import torch
 
 from benchmark import prepare_data
 from datamodules import DataError, MNISTDataModule, OmniglotDataModule
-from datamodules.base import binarize
 from datamodules.device_batches import device_loader
 from datamodules.files import DEFAULT_MIRROR, MIRROR_ENV, file_digest
 from datamodules.omniglot import load_chardata
@@ -220,9 +219,12 @@ def test_dynamic_binarization_is_seeded_by_step() -> None:
 
 
 def test_binarize_draws_each_pixel_with_its_own_intensity() -> None:
+    """The training minibatches' binarization (Philox uniforms on CPUs)."""
     levels = torch.tensor([0.0, 0.02, 0.3, 0.5, 0.97, 1.0])
     n = 20_000
-    x = binarize(levels.repeat(n, 1), torch.Generator().manual_seed(0))
+    dm = MNISTDataModule(seed=0)
+    dm.trainer = SimpleNamespace(training=True, global_step=3)
+    x = dm.on_after_batch_transfer(levels.repeat(n, 1), 0)
     assert x.dtype == levels.dtype and set(x.unique().tolist()) == {0.0, 1.0}
     frequency = x.mean(0)
     assert frequency[0] == 0 and frequency[-1] == 1

@@ -10,7 +10,14 @@ import pytest
 import torch
 
 from benchmark import noise
-from benchmark.noise import draw_normal, philox4x32_10, philox_normal, standard_normal
+from benchmark.noise import (
+    draw_normal,
+    philox4x32_10,
+    philox_normal,
+    philox_uniform,
+    standard_normal,
+    standard_uniform,
+)
 
 N = 400_003  # not a multiple of 4: the last block of four is cut
 
@@ -85,7 +92,7 @@ def test_keys_from_different_generator_states_give_uncorrelated_streams() -> Non
 def test_compiled_kernel_gives_the_eager_values(dtype: torch.dtype) -> None:
     key = torch.tensor([123_456_789, 4_000_000_000])
     eager = philox_normal(N, key, dtype)
-    compiled = noise._cpu_standard_normal(N, key, dtype)
+    compiled = noise._cpu_draw("normal", N, key, dtype)
     assert compiled.dtype == dtype and compiled.shape == eager.shape == (4 * math.ceil(N / 4),)
     torch.testing.assert_close(compiled, eager)
 
@@ -96,7 +103,7 @@ def test_without_a_working_compiler_noise_comes_from_normal_with_a_warning(
     def broken(*args: object) -> torch.Tensor:
         raise RuntimeError("no C++ compiler")
 
-    monkeypatch.setattr(noise, "_compiled_philox_normal", broken)
+    monkeypatch.setattr(noise, "_KERNELS", {"normal": broken, "uniform": broken})
     monkeypatch.setattr(noise, "_compile_failed", False)
     with caplog.at_level(logging.WARNING, logger=noise.__name__):
         first, again, other = draw(3), draw(3), draw(4)
@@ -121,3 +128,22 @@ def test_default_generator_is_used_without_one() -> None:
     first = standard_normal(10, None, CPU, torch.float32)
     torch.manual_seed(5)
     assert torch.equal(standard_normal(10, None, CPU, torch.float32), first)
+
+
+def test_uniforms_are_uniform_independent_and_the_same_compiled() -> None:
+    u = standard_uniform(N, torch.Generator().manual_seed(0), CPU, torch.float32).double()
+    assert u.min().item() >= 0 and u.max().item() < 1
+    counts = torch.histc(u, bins=20, min=0, max=1)
+    expected = N / 20
+    chi_square = ((counts - expected).square() / expected).sum().item()
+    assert chi_square < 19 + 5 * math.sqrt(2 * 19)  # 19 degrees of freedom, 5 sigma
+    lanes = u[: N - N % 8].view(-1, 8).T
+    off_diagonal = torch.corrcoef(lanes)[~torch.eye(8, dtype=torch.bool)]
+    assert off_diagonal.abs().max().item() < 5 / math.sqrt(lanes.shape[1])
+    key = torch.tensor([7, 8])
+    torch.testing.assert_close(
+        noise._cpu_draw("uniform", N, key, torch.float32),
+        philox_uniform(N, key, torch.float32),
+        rtol=0,
+        atol=0,
+    )
