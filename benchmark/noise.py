@@ -7,10 +7,10 @@ does not. On CPUs the buffer therefore comes from the counter-based generator Ph
 (Salmon et al., SC 2011; the generator behind cuRAND and PyTorch's CUDA RNG): value i is a
 pure function of (key, i), so one elementwise kernel, compiled by ``torch.compile``, fills
 the buffer on all of torch's CPU threads (0.6-0.7 ns/value on 2 cores, inside a training
-step too), and the values do not depend on the thread count. The 64-bit key is drawn from the caller's generator, once per buffer; uniforms
-become normals by the Box-Muller transform. The same kernel draws the uniforms of the
-training minibatches' binarization. On GPUs torch's own Philox ``normal_`` / ``uniform_``
-fill the buffer.
+step too), and the values do not depend on the thread count. The 64-bit key is drawn from
+the caller's generator, once per buffer; uniforms become normals by the Box-Muller
+transform. The same kernel draws the uniforms of the training minibatches' binarization.
+On GPUs torch's own Philox ``normal_`` / ``uniform_`` fill the buffer.
 """
 
 from __future__ import annotations
