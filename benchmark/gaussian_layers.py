@@ -8,6 +8,7 @@ weight noise once per data point.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from enum import Enum
@@ -67,14 +68,15 @@ class _LocalReparameterization(torch.autograd.Function):
         out = torch.addcmul(F.linear(h, weight.t(), bias), std, eps)
         ctx.save_for_backward(h, h_squared, weight, weight_var, std, eps)
         device = h.device.type
-        ctx.autocast = (device, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
+        autocast = torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)
+        ctx.autocast = (device, torch.get_autocast_dtype(device)) if autocast else None
         return out
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         h, h_squared, weight, weight_var, std, eps = ctx.saved_tensors
-        device, enabled, dtype = ctx.autocast
-        with torch.autocast(device, dtype=dtype, enabled=enabled):
+        amp = ctx.autocast
+        with torch.autocast(amp[0], dtype=amp[1]) if amp else contextlib.nullcontext():
             u = (grad * eps).div_(std)
             if h.shape[0] != grad.shape[0]:  # the input (and mean, std) broadcast over samples
                 u, grad = u.sum(0, keepdim=True), grad.sum(0, keepdim=True)

@@ -10,6 +10,7 @@ from torch.nn import functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from benchmark.gaussian_layers import GaussianLinear, inverse_softplus
+from benchmark.models import ImportanceWeightedAutoencoder, ModelSpec
 
 K = 40_000  # draws per moment check; tolerances are 5 standard errors of each statistic
 
@@ -191,3 +192,15 @@ def test_local_mode_backward_keeps_the_autocast_dtype() -> None:
     for fp32, bf16 in zip(*grads, strict=True):
         assert fp32.dtype == bf16.dtype == torch.float32
         torch.testing.assert_close(bf16, fp32, rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("sampling", ["local", "shared"])
+def test_the_non_cpu_code_paths_run_forward_and_backward(sampling: str) -> None:
+    """On GPUs the model takes torch's own kernels and generators (there is no GPU here):
+    run those branches on the meta device, which executes every op's shape logic."""
+    spec = ModelSpec(k=5, random_encoder=True, random_decoder=True, weight_sampling=sampling)
+    model = ImportanceWeightedAutoencoder(784, spec).to("meta")
+    log_weights = model.log_weights(torch.empty(3, 784, device="meta"), 5)
+    log_weights.sum().backward()
+    assert log_weights.shape == (5, 3) and log_weights.device.type == "meta"
+    assert all(p.grad is not None and p.grad.shape == p.shape for p in model.parameters())
