@@ -42,6 +42,22 @@ def inverse_softplus(y: float) -> float:
     return y + math.log(-math.expm1(-y))
 
 
+AutocastState = tuple[str, torch.dtype] | None
+
+
+def _autocast_state(device: str) -> AutocastState:
+    """The autocast (device type, dtype) active in a forward, for its backward to replay."""
+    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+        return device, torch.get_autocast_dtype(device)
+    return None
+
+
+def _replay_autocast(state: AutocastState) -> contextlib.AbstractContextManager:
+    """Autocast as in the forward (autograd runs the backward of autocast ops in their
+    forward dtype; hand-written backwards must do the same to keep bf16's speed)."""
+    return torch.autocast(state[0], dtype=state[1]) if state else contextlib.nullcontext()
+
+
 class _LocalReparameterization(torch.autograd.Function):
     """``a = h M + m + sqrt((h*h)(S*S) + s*s) * eps`` with a hand-fused backward.
 
@@ -67,16 +83,13 @@ class _LocalReparameterization(torch.autograd.Function):
         std = F.linear(h_squared, weight_var.t(), bias_var).sqrt_()
         out = torch.addcmul(F.linear(h, weight.t(), bias), std, eps)
         ctx.save_for_backward(h, h_squared, weight, weight_var, std, eps)
-        device = h.device.type
-        autocast = torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)
-        ctx.autocast = (device, torch.get_autocast_dtype(device)) if autocast else None
+        ctx.autocast = _autocast_state(h.device.type)
         return out
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         h, h_squared, weight, weight_var, std, eps = ctx.saved_tensors
-        amp = ctx.autocast
-        with torch.autocast(amp[0], dtype=amp[1]) if amp else contextlib.nullcontext():
+        with _replay_autocast(ctx.autocast):
             u = (grad * eps).div_(std)
             if h.shape[0] != grad.shape[0]:  # the input (and mean, std) broadcast over samples
                 u, grad = u.sum(0, keepdim=True), grad.sum(0, keepdim=True)
@@ -91,6 +104,54 @@ class _LocalReparameterization(torch.autograd.Function):
             grad_weight_var = h_squared2d.t().mm(u2d).mul_(0.5) if ctx.needs_input_grad[3] else None
             grad_bias_var = u2d.sum(0).mul_(0.5) if ctx.needs_input_grad[4] else None
         return grad_h, grad_weight, grad_bias, grad_weight_var, grad_bias_var, None
+
+
+class _SharedWeights(torch.autograd.Function):
+    """``a_j = h_j W_j + b_j`` with ``W_j = M + S * eps_j``, ``b_j = m + s * e_j`` for every
+    importance sample j, with a hand-fused backward.
+
+    ``h [s, B, n_in]`` (s = 1: shared by all samples), ``eps [k, n_in, n_out]``,
+    ``e [k, 1, n_out]``, ``a [k, B, n_out]``. With G_j = h_j^T g_j (g = dL/da): dL/dM = sum_j G_j
+    and dL/dS = sum_j G_j * eps_j, taken in place on the one [k, n_in, n_out] buffer of the
+    G_j (autograd's addcmul backward allocates the product and sums it separately);
+    dL/dh_j = g_j W_j^T. Backward runs under the forward's autocast state.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx,
+        h: Tensor,
+        weight: Tensor,
+        bias: Tensor,
+        weight_std: Tensor,
+        bias_std: Tensor,
+        eps_weight: Tensor,
+        eps_bias: Tensor,
+    ) -> Tensor:
+        weights = torch.addcmul(weight, weight_std, eps_weight)
+        inputs = h.expand(eps_weight.shape[0], *h.shape[1:])
+        out = torch.baddbmm(torch.addcmul(bias, bias_std, eps_bias), inputs, weights)
+        ctx.save_for_backward(h, weights, eps_weight, eps_bias)
+        ctx.autocast = _autocast_state(h.device.type)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        h, weights, eps_weight, eps_bias = ctx.saved_tensors
+        k = grad.shape[0]
+        with _replay_autocast(ctx.autocast):
+            grad_h = None
+            if ctx.needs_input_grad[0]:
+                grad_h = torch.bmm(grad, weights.transpose(1, 2))
+                if h.shape[0] != k:  # the input broadcast over samples
+                    grad_h = grad_h.sum(0, keepdim=True)
+            per_sample = torch.bmm(h.expand(k, *h.shape[1:]).transpose(1, 2), grad)
+            grad_weight = per_sample.sum(0)
+            grad_weight_std = per_sample.mul_(eps_weight).sum(0)
+            grad_bias_per_sample = grad.sum(1, keepdim=True)
+            grad_bias = grad_bias_per_sample.sum((0, 1))
+            grad_bias_std = (grad_bias_per_sample * eps_bias).sum((0, 1))
+        return grad_h, grad_weight, grad_bias, grad_weight_std, grad_bias_std, None, None
 
 
 class GaussianLinear(nn.Module):
@@ -158,10 +219,10 @@ class GaussianLinear(nn.Module):
                 self.bias_std().square(),
                 eps,
             )
-        eps_w, eps_b = noise
-        weights = torch.addcmul(self.weight, self.weight_std(), eps_w)
-        biases = torch.addcmul(self.bias, self.bias_std(), eps_b)
-        return torch.baddbmm(biases, h.expand(eps_w.shape[0], *h.shape[1:]), weights)
+        eps_weight, eps_bias = noise
+        return _SharedWeights.apply(
+            h, self.weight, self.bias, self.weight_std(), self.bias_std(), eps_weight, eps_bias
+        )
 
     def extra_repr(self) -> str:
         kind = f"random, sampling={self.sampling.value}" if self.random else "deterministic"

@@ -128,27 +128,41 @@ def test_nonpositive_init_std_is_rejected() -> None:
         GaussianLinear(2, 2, random=True, init_std=0.0)
 
 
-def autograd_local_reparameterization(layer: GaussianLinear, h: torch.Tensor, eps: torch.Tensor):
-    """The local-mode formula left to autograd: the reference for the fused backward."""
-    mean = F.linear(h, layer.weight.t(), layer.bias)
-    var = F.linear(h * h, layer.weight_std().square().t(), layer.bias_std().square())
-    return mean + var.sqrt() * eps
+def autograd_reference(layer: GaussianLinear, h: torch.Tensor, noise: list[torch.Tensor]):
+    """Each sampling mode's formula left to autograd: the reference for the fused backwards."""
+    if layer.sampling.value == "local":
+        mean = F.linear(h, layer.weight.t(), layer.bias)
+        var = F.linear(h * h, layer.weight_std().square().t(), layer.bias_std().square())
+        return mean + var.sqrt() * noise[0]
+    weights = layer.weight + layer.weight_std() * noise[0]
+    biases = layer.bias + layer.bias_std() * noise[1]
+    return torch.matmul(h, weights) + biases
 
 
+def layer_noise(layer: GaussianLinear, k: int, batch: int, generator: torch.Generator):
+    return [
+        torch.randn(shape, dtype=layer.weight.dtype, generator=generator)
+        for shape in layer.noise_shapes(batch, k)
+    ]
+
+
+@pytest.mark.parametrize("sampling", ["local", "shared"])
 @pytest.mark.parametrize("samples_in_input", [1, 4], ids=["shared-input", "per-sample-input"])
 @pytest.mark.parametrize("input_grad", [True, False], ids=["hidden", "data"])
-def test_local_mode_gradients_match_autograd(samples_in_input: int, input_grad: bool) -> None:
-    layer, _ = make_layer("local")
+def test_hand_written_gradients_match_autograd(
+    sampling: str, samples_in_input: int, input_grad: bool
+) -> None:
+    layer, _ = make_layer(sampling)
     generator = torch.Generator().manual_seed(2)
     h = torch.randn(samples_in_input, 5, 3, dtype=torch.float64, generator=generator)
     h.requires_grad_(input_grad)
-    eps = torch.randn(4, 5, 2, dtype=torch.float64, generator=generator)
+    noise = layer_noise(layer, 4, 5, generator)
     upstream = torch.randn(4, 5, 2, dtype=torch.float64, generator=generator)
     inputs = [h, *layer.parameters()] if input_grad else list(layer.parameters())
     results = []
     for forward in (
-        lambda: layer.with_noise(h, [eps]),
-        lambda: autograd_local_reparameterization(layer, h, eps),
+        lambda: layer.with_noise(h, noise),
+        lambda: autograd_reference(layer, h, noise),
     ):
         out = forward()
         results.append((out, torch.autograd.grad(out, inputs, upstream)))
@@ -157,7 +171,7 @@ def test_local_mode_gradients_match_autograd(samples_in_input: int, input_grad: 
     for got, expected in zip(fused_grads, reference_grads, strict=True):
         torch.testing.assert_close(got, expected)
     assert torch.autograd.gradcheck(
-        lambda hh: layer.with_noise(hh, [eps]), (h.detach().requires_grad_(),)
+        lambda hh: layer.with_noise(hh, noise), (h.detach().requires_grad_(),)
     )
 
 
@@ -169,26 +183,31 @@ class MatmulDtypes(TorchDispatchMode):
         self.dtypes: list[torch.dtype] = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func in (torch.ops.aten.mm.default, torch.ops.aten.addmm.default):
+        if func in (
+            torch.ops.aten.mm.default,
+            torch.ops.aten.addmm.default,
+            torch.ops.aten.bmm.default,
+        ):
             self.dtypes.append(args[-1].dtype)
         return func(*args, **(kwargs or {}))
 
 
-def test_local_mode_backward_keeps_the_autocast_dtype() -> None:
+@pytest.mark.parametrize("sampling", ["local", "shared"])
+def test_backward_keeps_the_autocast_dtype(sampling: str) -> None:
     """Under bf16 autocast the backward's matmuls run in bf16, as autograd's would, and the
     gradients stay close to fp32's."""
-    layer, _ = make_layer("local")
+    layer, _ = make_layer(sampling)
     layer = layer.float()
     h = torch.randn(4, 5, 3, requires_grad=True)
-    eps = torch.randn(4, 5, 2)
+    noise = layer_noise(layer, 4, 5, torch.Generator().manual_seed(3))
     grads = []
     for enabled in (False, True):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
-            out = layer.with_noise(h, [eps])
+            out = layer.with_noise(h, noise)
         with MatmulDtypes() as backward:
             grads.append(torch.autograd.grad(out.float().sum(), [h, layer.weight]))
         expected = torch.bfloat16 if enabled else torch.float32
-        assert len(backward.dtypes) == 4 and set(backward.dtypes) == {expected}
+        assert len(backward.dtypes) >= 2 and set(backward.dtypes) == {expected}
     for fp32, bf16 in zip(*grads, strict=True):
         assert fp32.dtype == bf16.dtype == torch.float32
         torch.testing.assert_close(bf16, fp32, rtol=0.05, atol=0.05)
