@@ -178,10 +178,11 @@ def test_profile_ops_reports_a_named_range_with_the_ops_it_calls():
             a.exp()
             with torch.profiler.record_function("inner"):
                 a.exp()
-        a.exp()
 
-    profile = profile_ops(fn, torch.device("cpu"), calls=3, ranges=("outer", "inner"))
-    ms = {op["op"]: op["ms_per_call"] for op in profile["top_ops"]}
-    assert {"outer", "aten::exp"} <= ms.keys() and "inner" not in ms
-    assert ms["outer"] > 1.2 * ms["aten::exp"]
-    assert op_name("Torch-Compiled Region: 0/7") == "Torch-Compiled Region"
+    def rows(ranges: tuple[str, ...]) -> list[str]:
+        profile = profile_ops(fn, torch.device("cpu"), calls=2, ranges=ranges)
+        return [op["op"] for op in profile["top_ops"]]
+
+    assert rows(())[0] == "aten::exp"
+    grouped = rows(("outer", "inner"))
+    assert grouped[0] == "outer" and "inner" not in grouped and "aten::exp" not in grouped
