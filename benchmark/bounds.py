@@ -10,6 +10,7 @@ import math
 import torch
 from torch import Tensor
 
+from benchmark.cpu_kernels import CompiledKernel
 from benchmark.logistic import log_sigmoid
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -25,19 +26,51 @@ def log_normal_diag(z: Tensor, mean: Tensor, log_var: Tensor) -> Tensor:
     return -0.5 * ((z - mean).square() * torch.exp(-log_var) + log_var + LOG_2PI).sum(-1)
 
 
+MAX_GROUP = 64  # a product of 64 factors in [1, 2] stays below float32's (and bf16's) max
+
+
+def pixel_group_size(d: int) -> int:
+    """The largest divisor of ``d`` that is at most :data:`MAX_GROUP` (56 for 784 pixels)."""
+    return max(g for g in range(1, min(d, MAX_GROUP) + 1) if d % g == 0)
+
+
+def _log_likelihood_eager(x: Tensor, logits: Tensor) -> Tensor:
+    """sum_d (x_d - 1) l_d + log sigmoid(l_d): one eager pass per op."""
+    return log_sigmoid(logits).addcmul_(x - 1.0, logits).sum(-1)
+
+
+def _log_likelihood_grouped(x: Tensor, logits: Tensor) -> Tensor:
+    """sum_d (x_d - 1) l_d + min(l_d, 0) - log(1 + t_d), t_d = exp(-|l_d|), with one log per
+    group of G pixels (:func:`pixel_group_size`): sum_{d in group} log(1 + t_d) =
+    log prod_{d in group} (1 + t_d), each factor in [1, 2]. Rounding: G float ulps per group,
+    against the rounding of the float sum over all pixels. Compiled into one loop, this is 2x
+    faster than log(sigmoid(l)) on CPUs, where ``log`` costs as much as the rest together."""
+    d = logits.shape[-1]
+    group = pixel_group_size(d)
+    factors = torch.exp(-logits.abs()).add(1.0).unflatten(-1, (d // group, group))
+    linear = ((x - 1.0) * logits + logits.clamp(max=0.0)).sum(-1)
+    return linear - factors.prod(-1).log().sum(-1)
+
+
+_LOG_LIKELIHOOD_CPU = CompiledKernel(_log_likelihood_grouped, fallback=_log_likelihood_eager)
+
+
 class _BernoulliLogLikelihood(torch.autograd.Function):
     """sum_d x_d l_d - softplus(l_d) = sum_d (x_d - 1) l_d + log sigmoid(l_d), with a one-pass
     gradient ``x - sigmoid(l)``.
 
-    Forward: :func:`benchmark.logistic.log_sigmoid` and one in-place ``addcmul``; backward in
-    place on one fresh ``[k, B, D]`` buffer. Letting autograd differentiate it took 1.6-1.7x
-    the time (k = 25, B = 100, D = 784, CPU).
+    Forward on CPUs: :func:`_log_likelihood_grouped`, compiled; elsewhere torch's fused
+    ``logsigmoid`` and one in-place ``addcmul``. Backward in place on one fresh ``[k, B, D]``
+    buffer. Letting autograd differentiate the eager forward took 1.6-1.7x the time (k = 25,
+    B = 100, D = 784, CPU).
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, logits: Tensor) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(x, logits)
-        return log_sigmoid(logits).addcmul_(x - 1.0, logits).sum(-1)
+        if logits.device.type == "cpu":
+            return _LOG_LIKELIHOOD_CPU(x, logits)
+        return _log_likelihood_eager(x, logits)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[None, Tensor]:  # type: ignore[override]

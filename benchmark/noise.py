@@ -15,21 +15,20 @@ On GPUs torch's own Philox ``normal_`` / ``uniform_`` fill the buffer.
 
 from __future__ import annotations
 
-import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 from torch.profiler import record_function
+
+from benchmark.cpu_kernels import CompiledKernel
 
 PROFILER_LABEL = "noise (Philox kernel)"
 
 _MASK = 0xFFFFFFFF
 _MULTIPLIERS = (0xD2511F53, 0xCD9E8D57)
 _KEY_INCREMENTS = (0x9E3779B9, 0xBB67AE85)
-
-log = logging.getLogger(__name__)
 
 
 def philox4x32_10(
@@ -96,13 +95,6 @@ def philox_uniform(numel: int, key: Tensor, dtype: torch.dtype) -> Tensor:
     return torch.stack(words, dim=-1).view(-1).to(dtype)
 
 
-_KERNELS = {
-    "normal": torch.compile(philox_normal, dynamic=True, fullgraph=True),
-    "uniform": torch.compile(philox_uniform, dynamic=True, fullgraph=True),
-}
-_compile_failed = False
-
-
 def _torch_fill_(out: Tensor, kind: str, generator: torch.Generator | None) -> Tensor:
     """``out`` filled by torch's own generator: ``normal_`` or ``uniform_``."""
     return (
@@ -110,27 +102,22 @@ def _torch_fill_(out: Tensor, kind: str, generator: torch.Generator | None) -> T
     )
 
 
-def _cpu_draw(kind: str, numel: int, key: Tensor, dtype: torch.dtype) -> Tensor:
-    """:func:`philox_normal` or :func:`philox_uniform` (``kind``) as one compiled kernel.
-    Where ``torch.compile`` cannot build it (no C++ compiler), torch's one-core ``normal_`` /
-    ``uniform_`` seeded by the key: slower, and a different stream, but still a function of
+def _torch_draw(kind: str) -> Callable[[int, Tensor, torch.dtype], Tensor]:
+    """Fallback where the Philox kernel cannot be compiled: torch's one-core ``normal_`` /
+    ``uniform_`` seeded by the key. Slower, and a different stream, but still a function of
     the key only (eager Philox would be 30x slower still)."""
-    global _compile_failed
-    if not _compile_failed:
-        try:
-            with torch.no_grad():
-                return _KERNELS[kind](numel, key, dtype)
-        except Exception as error:  # any failure to compile has the same remedy
-            _compile_failed = True
-            log.warning(
-                "torch.compile could not build the CPU noise kernel (%s: %s); drawing noise "
-                "with torch's one-core generator instead, which is slower. Install a C++ "
-                "compiler and the Python headers to make it fast.",
-                type(error).__name__,
-                error,
-            )
-    generator = torch.Generator().manual_seed((int(key[0]) << 32) | int(key[1]))
-    return _torch_fill_(torch.empty(numel, dtype=dtype), kind, generator)
+
+    def draw(numel: int, key: Tensor, dtype: torch.dtype) -> Tensor:
+        generator = torch.Generator().manual_seed((int(key[0]) << 32) | int(key[1]))
+        return _torch_fill_(torch.empty(numel, dtype=dtype), kind, generator)
+
+    return draw
+
+
+_CPU_KERNELS = {
+    "normal": CompiledKernel(philox_normal, fallback=_torch_draw("normal")),
+    "uniform": CompiledKernel(philox_uniform, fallback=_torch_draw("uniform")),
+}
 
 
 def _draw(
@@ -148,7 +135,7 @@ def _draw(
         return _torch_fill_(torch.empty(numel, device=device, dtype=dtype), kind, generator)
     key = torch.randint(1 << 32, (2,), generator=generator)
     with record_function(PROFILER_LABEL):
-        return _cpu_draw(kind, numel, key, dtype)[:numel]
+        return _CPU_KERNELS[kind](numel, key, dtype)[:numel]
 
 
 def standard_normal(

@@ -12,6 +12,7 @@ import math
 import pytest
 import torch
 
+from benchmark import bounds
 from benchmark.bounds import (
     bernoulli_log_likelihood,
     elbo_analytic_kl,
@@ -210,3 +211,21 @@ def test_bernoulli_log_likelihood_and_its_gradient_match_the_textbook_form() -> 
     torch.testing.assert_close(grad, ref_grad)
     single = bernoulli_log_likelihood(x.float(), logits.detach().float())
     torch.testing.assert_close(single.double(), reference.detach(), rtol=1e-6, atol=1e-4)
+
+
+@pytest.mark.parametrize("pixels", [784, 128, 797])  # groups of 56, 64 (the most) and 1
+def test_grouped_log_likelihood_is_as_accurate_as_the_float_sum(pixels: int) -> None:
+    torch.manual_seed(1)
+    scale = torch.tensor([0.1, 3.0, 30.0, 1e4]).repeat_interleave(2).view(-1, 1, 1)
+    logits = torch.randn(8, 5, pixels) * scale
+    x = torch.rand(5, pixels)
+    x[:3] = x[:3].bernoulli()  # binary and grey pixels
+    terms = x.double() * logits.double() - torch.nn.functional.softplus(logits.double())
+    exact = terms.sum(-1)
+    float_sum_rounding = 4 * torch.finfo(torch.float32).eps * terms.abs().sum(-1)  # seen: 1.5 eps
+    for kernel in (bounds._log_likelihood_grouped, bounds._LOG_LIKELIHOOD_CPU):
+        error = (kernel(x, logits).double() - exact).abs()
+        assert (error <= float_sum_rounding).all(), kernel
+    assert bounds.pixel_group_size(pixels) == {784: 56, 128: 64, 797: 1}[pixels]
+    logits[0, 0, 0] = float("nan")
+    assert bounds._LOG_LIKELIHOOD_CPU(x, logits)[0].isnan().tolist() == [True] + [False] * 4

@@ -1,0 +1,69 @@
+"""Elementwise kernels that ``torch.compile`` builds for CPUs, with an eager fallback.
+
+Eager PyTorch runs a chain of elementwise ops as one pass over memory per op; compiled, the
+chain is one loop that reads its inputs once and keeps the intermediates in registers. On
+the 2-core CPU of ``make bench`` that decides the cost of the noise and of the likelihood
+over the decoder's [k, B, D] logits (see :mod:`benchmark.noise`, :mod:`benchmark.bounds`).
+Where ``torch.compile`` cannot build kernels (no C++ compiler or Python headers), the
+fallbacks run instead, and one warning says how to get the fast path; a call that dynamo
+declines (past its recompile limit, say) runs its fallback alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+from torch._dynamo.exc import (
+    BackendCompilerFailed,
+    FailOnRecompileLimitHit,
+    TorchDynamoException,
+)
+from torch.utils._python_dispatch import is_in_torch_dispatch_mode
+
+log = logging.getLogger(__name__)
+
+_compile_failed = False
+
+
+class CompiledKernel:
+    """``fn`` compiled once per dtype into one graph with dynamic shapes; ``fallback`` (by
+    default ``fn`` itself) where that fails. Values only, no gradient: an autograd Function
+    around the call supplies the backward. Inside an outer ``torch.compile`` region ``fn``
+    is traced into the caller's graph instead, so it fuses with its neighbours there; under
+    a ``TorchDispatchMode`` (FLOP counters, for one), which dynamo does not compile, ``fn``
+    runs eagerly."""
+
+    def __init__(
+        self, fn: Callable[..., Tensor], fallback: Callable[..., Tensor] | None = None
+    ) -> None:
+        self.fn = fn
+        self.fallback = fallback or fn
+        self.compiled = torch.compile(fn, dynamic=True, fullgraph=True)
+
+    def __call__(self, *args: object) -> Tensor:
+        if torch.compiler.is_compiling() or is_in_torch_dispatch_mode(include_infra_modes=False):
+            return self.fn(*args)
+        with torch.no_grad():
+            return self._run(*args)
+
+    def _run(self, *args: object) -> Tensor:
+        global _compile_failed
+        if _compile_failed:
+            return self.fallback(*args)
+        try:
+            return self.compiled(*args)
+        except BackendCompilerFailed as error:  # no compiler, no headers: for every kernel
+            result = self.fallback(*args)
+            _compile_failed = True
+            log.warning(
+                "torch.compile could not build a CPU kernel (%s); running the eager fallback "
+                "instead, which is slower. Install a C++ compiler and the Python headers to "
+                "make it fast.",
+                error,
+            )
+            return result
+        except (TorchDynamoException, FailOnRecompileLimitHit):  # this call only
+            return self.fallback(*args)  # (and if the arguments are wrong, it says how)
