@@ -52,7 +52,9 @@ def _log_likelihood_grouped(x: Tensor, logits: Tensor) -> Tensor:
     return linear - factors.prod(-1).log().sum(-1)
 
 
-_LOG_LIKELIHOOD_CPU = CompiledKernel(_log_likelihood_grouped, fallback=_log_likelihood_eager)
+_LOG_LIKELIHOOD_CPU = CompiledKernel(
+    _log_likelihood_grouped, "log-likelihood (grouped kernel)", fallback=_log_likelihood_eager
+)
 
 
 class _BernoulliLogLikelihood(torch.autograd.Function):

@@ -13,43 +13,46 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import torch
-from torch import Tensor
 from torch._dynamo.exc import (
     BackendCompilerFailed,
     FailOnRecompileLimitHit,
     TorchDynamoException,
 )
+from torch.profiler import record_function
 from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
 log = logging.getLogger(__name__)
 
 _compile_failed = False
+PROFILER_LABELS: set[str] = set()  # profiler ranges of the kernels, for benchmark.speed
 
 
 class CompiledKernel:
     """``fn`` compiled once per dtype into one graph with dynamic shapes; ``fallback`` (by
-    default ``fn`` itself) where that fails. Values only, no gradient: an autograd Function
-    around the call supplies the backward. Inside an outer ``torch.compile`` region ``fn``
-    is traced into the caller's graph instead, so it fuses with its neighbours there; under
-    a ``TorchDispatchMode`` (FLOP counters, for one), which dynamo does not compile, ``fn``
-    runs eagerly."""
+    default ``fn`` itself) where that fails; profiled as the range ``label``. Values only, no
+    gradient: an autograd Function around the call supplies the backward. Inside an outer
+    ``torch.compile`` region ``fn`` is traced into the caller's graph instead, so it fuses
+    with its neighbours there; under a ``TorchDispatchMode`` (FLOP counters, for one), which
+    dynamo does not compile, ``fn`` runs eagerly."""
 
     def __init__(
-        self, fn: Callable[..., Tensor], fallback: Callable[..., Tensor] | None = None
+        self, fn: Callable[..., Any], label: str, fallback: Callable[..., Any] | None = None
     ) -> None:
-        self.fn = fn
+        self.fn, self.label = fn, label
         self.fallback = fallback or fn
         self.compiled = torch.compile(fn, dynamic=True, fullgraph=True)
+        PROFILER_LABELS.add(label)
 
-    def __call__(self, *args: object) -> Tensor:
+    def __call__(self, *args: object) -> Any:
         if torch.compiler.is_compiling() or is_in_torch_dispatch_mode(include_infra_modes=False):
             return self.fn(*args)
-        with torch.no_grad():
+        with torch.no_grad(), record_function(self.label):
             return self._run(*args)
 
-    def _run(self, *args: object) -> Tensor:
+    def _run(self, *args: object) -> Any:
         global _compile_failed
         if _compile_failed:
             return self.fallback(*args)

@@ -20,7 +20,6 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
-from torch.profiler import record_function
 
 from benchmark.cpu_kernels import CompiledKernel
 
@@ -115,8 +114,8 @@ def _torch_draw(kind: str) -> Callable[[int, Tensor, torch.dtype], Tensor]:
 
 
 _CPU_KERNELS = {
-    "normal": CompiledKernel(philox_normal, fallback=_torch_draw("normal")),
-    "uniform": CompiledKernel(philox_uniform, fallback=_torch_draw("uniform")),
+    kind: CompiledKernel(draw, PROFILER_LABEL, fallback=_torch_draw(kind))
+    for kind, draw in (("normal", philox_normal), ("uniform", philox_uniform))
 }
 
 
@@ -134,8 +133,7 @@ def _draw(
     if device.type != "cpu":
         return _torch_fill_(torch.empty(numel, device=device, dtype=dtype), kind, generator)
     key = torch.randint(1 << 32, (2,), generator=generator)
-    with record_function(PROFILER_LABEL):
-        return _CPU_KERNELS[kind](numel, key, dtype)[:numel]
+    return _CPU_KERNELS[kind](numel, key, dtype)[:numel]
 
 
 def standard_normal(

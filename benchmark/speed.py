@@ -5,7 +5,8 @@ Measures, in one process so every ratio compares numbers of the same run:
 1. the peak fp32 matmul rate of the device at the shapes the models use (forward and both
    backward products of every layer);
 2. one training step (forward, backward, Adam) of each model against its minimal matmul FLOP
-   count (:mod:`benchmark.flops`) at that peak: the GEMM-bound time;
+   count (:mod:`benchmark.flops`) at that peak: the GEMM-bound time; and the noise floor, its
+   standard normals at the rate :mod:`benchmark.noise` draws them alone;
 3. one Lightning epoch (data, binarization, logging) against as many bare steps;
 4. the S-sample test log-likelihood: importance samples per second, GEMM-bound ratio, peak
    memory against the configured cap;
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import platform
 import sys
@@ -40,12 +42,13 @@ from omegaconf.errors import OmegaConfBaseException
 from benchmark.allocator import retain_freed_memory
 from benchmark.bounds import iwae_bound
 from benchmark.config import compose_config
+from benchmark.cpu_kernels import PROFILER_LABELS
 from benchmark.evaluate import estimate_log_likelihood
 from benchmark.experiment import build_datamodule, build_module, build_trainer
 from benchmark.flops import forward_flops, layer_matmuls, train_step_flops
 from benchmark.lightning_module import adam
 from benchmark.models import ImportanceWeightedAutoencoder
-from benchmark.noise import PROFILER_LABEL as NOISE_PROFILER_LABEL
+from benchmark.noise import standard_normal
 from benchmark.provenance import git_state, package_versions
 from benchmark.reference import LoopIWAER, PlainIWAE
 from benchmark.speed_report import TARGETS, render_markdown
@@ -59,8 +62,8 @@ VARIANTS: dict[str, list[str]] = {
     "iwaerrec": ["model=iwaerrec"],
 }
 PRECISION_VARIANTS = ("iwae", "iwaer (local)", "iwaerrec")  # bf16 and torch.compile
-PROFILED_RANGES = (NOISE_PROFILER_LABEL,)  # profile rows that include the ops they call
 # Training / test set sizes of the paper's data (PAPER.md section 2), for the projection.
+EVAL_BATCH = 100  # test points per evaluation batch, as run.py's default
 PAPER_DATASETS = {"mnist": (60_000, 10_000), "omniglot": (24_345, 8_070)}
 
 BoundFn = Callable[[torch.Tensor, int, torch.Generator], torch.Tensor]
@@ -202,6 +205,25 @@ def peak_matmul(
     return {"dtype": "float32", "shapes": rows, "peak_gflops": max(r["gflops"] for r in rows)}
 
 
+def normals_drawn(model: ImportanceWeightedAutoencoder, batch: int, k: int) -> int:
+    """Standard normals of one pass of k samples x batch points (latent and weight noise)."""
+    return sum(math.prod(shape) for shape in model.noise_shapes(batch, k))
+
+
+def measure_noise_rate(n: int, bc: BenchConfig, device: torch.device) -> dict[str, Any]:
+    """Time per standard normal of :func:`benchmark.noise.standard_normal` drawing ``n`` at
+    once, alone: what any implementation that draws the same normals this way pays."""
+    generator = torch.Generator(device=device).manual_seed(0)
+    seconds = seconds_per_call(
+        lambda: standard_normal(n, generator, device, torch.float32),
+        device,
+        calls=max(bc.steps, 5),
+        warmup=2,
+        repeats=bc.repeats,
+    )
+    return {"normals": n, "ns_per_normal": seconds / n * 1e9}
+
+
 def time_step(step: Callable[[], None], bc: BenchConfig, device: torch.device) -> float:
     return seconds_per_call(step, device, calls=bc.steps, warmup=bc.warmup, repeats=bc.repeats)
 
@@ -225,8 +247,9 @@ def measure_steps(
                 "gemm_bound_ms": gemm_bound * 1e3,
                 "ratio": seconds / gemm_bound,
                 "target": target,
+                "normals": normals_drawn(model, bc.batch, bc.k),
                 "profile": {
-                    **profile_ops(step, x.device, bc.profile_calls, ranges=PROFILED_RANGES),
+                    **profile_ops(step, x.device, bc.profile_calls, ranges=PROFILER_LABELS),
                     "gemm_bound_ms": gemm_bound * 1e3,
                 },
             }
@@ -359,12 +382,13 @@ def measure_eval(
             model,
             points,
             n_samples=bc.eval_samples,
+            batch_size=EVAL_BATCH,
             memory_cap_gib=bc.memory_cap_gib,
             progress=False,
             compile=compile,
         )
 
-    one_batch = data[:100]
+    one_batch = data[:EVAL_BATCH]
     for variant in PRECISION_VARIANTS:
         model = models[variant]
         if compile:
@@ -390,11 +414,15 @@ def measure_eval(
                 "gemm_bound_s": gemm_bound,
                 "ratio": seconds / gemm_bound,
                 "target": TARGETS["eval"],
+                "normals": sum(
+                    normals_drawn(model, batch.shape[0], bc.eval_samples)
+                    for batch in data.split(EVAL_BATCH)
+                ),
                 "peak_memory_bytes": memory.peak_bytes,
                 "memory_cap_bytes": cap,
                 "profile": {
                     **profile_ops(
-                        lambda m=model: evaluate(m, one_batch), device, 1, ranges=PROFILED_RANGES
+                        lambda m=model: evaluate(m, one_batch), device, 1, ranges=PROFILER_LABELS
                     ),
                     "gemm_bound_ms": gemm_bound * 1e3 * one_batch.shape[0] / data.shape[0],
                 },
@@ -554,6 +582,7 @@ def run_benchmark(bc: BenchConfig) -> dict[str, Any]:
     shapes = matmul_shapes(list(models.values()), bc.batch, bc.k)
     matmul = peak_matmul(shapes, bc, device)
     peak = matmul["peak_gflops"]
+    noise = measure_noise_rate(normals_drawn(models["iwaer (local)"], bc.batch, bc.k), bc, device)
     steps = measure_steps(models, x, bc, peak)
     result: dict[str, Any] = {
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -562,6 +591,7 @@ def run_benchmark(bc: BenchConfig) -> dict[str, Any]:
         "versions": package_versions(),
         "git": git_state(),
         "matmul": matmul,
+        "noise": noise,
         "train_steps": steps,
         "references": measure_references(models, steps, x, bc),
         "lightning_epoch": measure_lightning_epoch(bc, device),

@@ -41,6 +41,13 @@ def where_time_goes(profile: dict[str, Any], n: int = 4) -> str:
     )
 
 
+def _noise_floor(normals: int, ns_per_normal: float, gemm_bound: float, scale: float) -> str:
+    """'2.6 (0.05x)': the noise floor in the unit of ``gemm_bound`` (``scale`` per second),
+    and as a multiple of the GEMM bound."""
+    floor = normals * ns_per_normal * 1e-9 * scale
+    return f"{floor:.{1 if scale > 1 else 2}f} ({floor / gemm_bound:.2f}x)"
+
+
 def _compiled_row(row: dict[str, Any], eager: dict[str, Any]) -> list[str]:
     """A compiled step's table row, its time held against the eager step's GEMM bound."""
     ratio = row["ms"] / eager["gemm_bound_ms"]
@@ -86,9 +93,11 @@ def render_markdown(result: dict[str, Any]) -> str:
         ["m x k x n", "GFLOP/s"],
         [[f"{s['m']} x {s['k']} x {s['n']}", f"{s['gflops']:.0f}"] for s in matmul["shapes"]],
     )
+    noise = result["noise"]
+    ns = noise["ns_per_normal"]
     lines += ["", "## Training step (forward, backward, Adam)", ""]
     lines += _table(
-        ["model", "ms", "GFLOP", "GFLOP/s", "GEMM-bound ms", "ratio", "target"],
+        ["model", "ms", "GFLOP", "GFLOP/s", "GEMM-bound ms", "ratio", "target", "noise floor ms"],
         [
             [
                 r["model"],
@@ -98,11 +107,18 @@ def render_markdown(result: dict[str, Any]) -> str:
                 f"{r['gemm_bound_ms']:.1f}",
                 f"{r['ratio']:.2f}",
                 _at_most(r["ratio"], r["target"]),
+                _noise_floor(r["normals"], ns, r["gemm_bound_ms"], 1e3),
             ]
             for r in result["train_steps"]
         ],
     )
     lines += [
+        "",
+        f"Noise floor: the standard normals a path draws, at {ns:.2f} ns each, the rate at "
+        f"which `benchmark/noise.py` draws {noise['normals'] / 1e6:.1f} M of them alone (the "
+        "Philox kernel is compute-bound, so fusing it elsewhere does not remove it); in "
+        "brackets as a multiple of the GEMM bound. A target of r x the GEMM bound leaves "
+        "(r - 1) x it for everything but the minimal matmuls, noise included.",
         "",
         "Where a step's time goes (profiler, self time per step; matmuls above 1x their GEMM "
         "bound run below the peak rate, as the narrow shapes of the table above do):",
@@ -141,7 +157,17 @@ def render_markdown(result: dict[str, Any]) -> str:
     ]
     evals = result["eval"] + result.get("eval_compiled", [])
     lines += _table(
-        ["model", "points", "samples/s", "GEMM-bound s", "s", "ratio", "target", "peak memory"],
+        [
+            "model",
+            "points",
+            "samples/s",
+            "GEMM-bound s",
+            "s",
+            "ratio",
+            "target",
+            "noise floor s",
+            "peak memory",
+        ],
         [
             [
                 _eval_label(r),
@@ -151,6 +177,7 @@ def render_markdown(result: dict[str, Any]) -> str:
                 f"{r['seconds']:.2f}",
                 f"{r['ratio']:.2f}",
                 _at_most(r["ratio"], r["target"]),
+                _noise_floor(r["normals"], ns, r["gemm_bound_s"], 1.0),
                 _memory(r),
             ]
             for r in evals

@@ -35,7 +35,7 @@ def no_compiler(compiling_works: None) -> Iterator[None]:
 
 
 def test_kernel_gives_the_eager_values_without_a_gradient(compiling_works: None) -> None:
-    kernel = CompiledKernel(scaled_exp)
+    kernel = CompiledKernel(scaled_exp, "test kernel")
     t = torch.randn(3, 7, 11, requires_grad=True)
     value = kernel(t, 0.5)
     torch.testing.assert_close(value, scaled_exp(t, 0.5).detach())
@@ -55,7 +55,10 @@ def test_without_a_compiler_the_fallbacks_run_with_one_warning(
     def cubed(t: torch.Tensor, scale: float) -> torch.Tensor:
         return t.pow(3).mul(scale).sum(-1)
 
-    kernels = [CompiledKernel(scaled_exp, fallback), CompiledKernel(cubed, fallback)]
+    kernels = [
+        CompiledKernel(scaled_exp, "test kernel", fallback),
+        CompiledKernel(cubed, "test kernel", fallback),
+    ]
     t = torch.randn(4, 5)
     with caplog.at_level(logging.WARNING, logger=cpu_kernels.__name__):
         values = [kernels[0](t, 2.0), kernels[0](t, 2.0), kernels[1](t, 3.0)]
@@ -66,7 +69,7 @@ def test_without_a_compiler_the_fallbacks_run_with_one_warning(
 
 
 def test_an_error_of_the_caller_is_raised_and_keeps_compiling_on(compiling_works: None) -> None:
-    kernel = CompiledKernel(scaled_exp)
+    kernel = CompiledKernel(scaled_exp, "test kernel")
     with pytest.raises(RuntimeError, match="size"):
         kernel(torch.randn(4, 5), torch.randn(3))
     assert not cpu_kernels._compile_failed
@@ -75,7 +78,7 @@ def test_an_error_of_the_caller_is_raised_and_keeps_compiling_on(compiling_works
 def test_inside_an_outer_compile_the_kernel_is_traced_into_its_graph(
     compiling_works: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    kernel = CompiledKernel(scaled_exp)
+    kernel = CompiledKernel(scaled_exp, "test kernel")
     monkeypatch.setattr(kernel, "compiled", failing_compile)
     outer = torch.compile(lambda t: kernel(t + 1.0, 2.0), fullgraph=True)
     t = torch.randn(4, 5)
@@ -89,7 +92,7 @@ def test_past_the_recompile_limit_a_call_runs_its_fallback_alone(
     def halved(t: torch.Tensor) -> torch.Tensor:
         return t.mul(0.5).sum(-1)
 
-    kernel = CompiledKernel(halved)
+    kernel = CompiledKernel(halved, "test kernel")
     with torch._dynamo.config.patch(recompile_limit=1), caplog.at_level(logging.WARNING):
         kernel(torch.randn(3, 4))
         second_dtype = kernel(torch.randn(3, 4, dtype=torch.float64))
@@ -101,7 +104,7 @@ def test_past_the_recompile_limit_a_call_runs_its_fallback_alone(
 def test_under_a_dispatch_mode_the_kernel_runs_eagerly(
     compiling_works: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    kernel = CompiledKernel(scaled_exp, fallback=failing_compile)
+    kernel = CompiledKernel(scaled_exp, "test kernel", fallback=failing_compile)
     monkeypatch.setattr(kernel, "compiled", failing_compile)
     t = torch.randn(4, 5)
     with FlopCounterMode(display=False):

@@ -110,12 +110,21 @@ def test_harness_runs_in_a_tiny_configuration(tmp_path, data_dir):
         assert row["ratio"] == pytest.approx(row["ms"] / row["gemm_bound_ms"])
         assert 0 < row["profile"]["gemm_share"] < 1
         assert variant in markdown
+    # noise: the latent [k, B, Z], and one normal per output unit of every local-sampling layer
+    assert steps["iwae"]["normals"] == 3 * 10 * 4
+    assert steps["iwaer (local)"]["normals"] == 3 * 10 * (4 + 16 + 8 + 16 + 784)
+    # shared sampling: the latent, and k draws of every weight matrix and bias vector
+    shared_weights = 785 * 16 + 17 * 8 + 5 * 16 + 17 * 784
+    assert steps["iwaer (shared)"]["normals"] == 3 * 10 * 4 + 3 * shared_weights
+    assert result["noise"]["ns_per_normal"] > 0 and "Noise floor" in markdown
     for row in result["references"]:
         assert row["speedup"] == pytest.approx(row["reference_ms"] / row["ms"])
     epoch = result["lightning_epoch"]
     assert epoch["steps"] == 3 and epoch["epoch_s"] > 0 and epoch["steps_s"] > 0
     for row in result["eval"]:
         assert row["points"] == 20 and row["samples_per_s"] > 0
+        per_pair = steps[row["model"]]["normals"] / (3 * 10)  # local sampling: per (sample, point)
+        assert row["normals"] == 20 * 10 * per_pair
         if row["peak_memory_bytes"] is not None:
             assert 0 <= row["peak_memory_bytes"] <= row["memory_cap_bytes"]
     for row in result["bf16"]:
