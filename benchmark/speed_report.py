@@ -17,16 +17,21 @@ TARGETS = {
 }
 
 
+def _percent(fraction: float) -> str:
+    """'3%', or '0.2%' below one percent (a miss never reads as 0%)."""
+    return f"{100 * fraction:.0f}%" if fraction >= 0.01 else f"{100 * fraction:.2g}%"
+
+
 def _at_most(value: float, target: float) -> str:
     if value <= target:
         return f"met (≤ {target:g})"
-    return f"**missed** by {100 * (value / target - 1):.0f}% (target ≤ {target:g})"
+    return f"**missed** by {_percent(value / target - 1)} (target ≤ {target:g})"
 
 
 def _at_least(value: float, target: float) -> str:
     if value >= target:
         return f"met (≥ {target:g})"
-    return f"**missed** by {100 * (1 - value / target):.0f}% (target ≥ {target:g})"
+    return f"**missed** by {_percent(1 - value / target)} (target ≥ {target:g})"
 
 
 def where_time_goes(profile: dict[str, Any], n: int = 4) -> str:

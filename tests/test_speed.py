@@ -12,6 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmark import speed
 from benchmark.flops import forward_flops, train_step_flops
 from benchmark.models import ImportanceWeightedAutoencoder, ModelSpec, NetworkSpec
+from benchmark.speed_report import _at_least, _at_most
 from benchmark.timing import op_name, profile_ops
 
 # D = 12 -> 7 -> 5 -> 2 x 2 encoder, 2 -> 5 -> 7 -> 12 decoder, B = 4, k = 3.
@@ -195,3 +196,9 @@ def test_profile_ops_reports_a_named_range_with_the_ops_it_calls():
     assert rows(())[0] == "aten::exp"
     grouped = rows(("outer", "inner"))
     assert grouped[0] == "outer" and "inner" not in grouped and "aten::exp" not in grouped
+
+
+def test_a_narrow_miss_never_reads_as_zero_percent():
+    assert _at_least(2.995, 3) == "**missed** by 0.17% (target ≥ 3)"
+    assert _at_most(1.32, 1.3) == "**missed** by 2% (target ≤ 1.3)"
+    assert _at_most(1.3, 1.3) == "met (≤ 1.3)"
