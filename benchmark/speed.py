@@ -62,8 +62,8 @@ VARIANTS: dict[str, list[str]] = {
     "iwaerrec": ["model=iwaerrec"],
 }
 PRECISION_VARIANTS = ("iwae", "iwaer (local)", "iwaerrec")  # bf16 and torch.compile
-# Training / test set sizes of the paper's data (PAPER.md section 2), for the projection.
 EVAL_BATCH = 100  # test points per evaluation batch, as run.py's default
+# Training / test set sizes of the paper's data (PAPER.md section 2), for the projection.
 PAPER_DATASETS = {"mnist": (60_000, 10_000), "omniglot": (24_345, 8_070)}
 
 BoundFn = Callable[[torch.Tensor, int, torch.Generator], torch.Tensor]

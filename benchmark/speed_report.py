@@ -18,7 +18,7 @@ TARGETS = {
 
 
 def _percent(fraction: float) -> str:
-    """'3%', or '0.2%' below one percent (a miss never reads as 0%)."""
+    """'3%', or two significant digits below one percent ('0.16%'; a miss never reads 0%)."""
     return f"{100 * fraction:.0f}%" if fraction >= 0.01 else f"{100 * fraction:.2g}%"
 
 

@@ -17,8 +17,8 @@ def scaled_exp(t: torch.Tensor, scale: float) -> torch.Tensor:
     return torch.exp(t).mul(scale).sum(-1)
 
 
-def failing_compile(*args: object) -> torch.Tensor:
-    raise AssertionError("the compiled kernel ran")
+def must_not_run(*args: object) -> torch.Tensor:
+    raise AssertionError("this path must not run")
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def no_compiler(compiling_works: None) -> Iterator[None]:
 
 
 def test_kernel_gives_the_eager_values_without_a_gradient(compiling_works: None) -> None:
-    kernel = CompiledKernel(scaled_exp, "test kernel")
+    kernel = CompiledKernel(scaled_exp, "test kernel", fallback=must_not_run)
     t = torch.randn(3, 7, 11, requires_grad=True)
     value = kernel(t, 0.5)
     torch.testing.assert_close(value, scaled_exp(t, 0.5).detach())
@@ -79,7 +79,7 @@ def test_inside_an_outer_compile_the_kernel_is_traced_into_its_graph(
     compiling_works: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     kernel = CompiledKernel(scaled_exp, "test kernel")
-    monkeypatch.setattr(kernel, "compiled", failing_compile)
+    monkeypatch.setattr(kernel, "compiled", must_not_run)
     outer = torch.compile(lambda t: kernel(t + 1.0, 2.0), fullgraph=True)
     t = torch.randn(4, 5)
     torch.testing.assert_close(outer(t), scaled_exp(t + 1.0, 2.0))
@@ -92,11 +92,17 @@ def test_past_the_recompile_limit_a_call_runs_its_fallback_alone(
     def halved(t: torch.Tensor) -> torch.Tensor:
         return t.mul(0.5).sum(-1)
 
-    kernel = CompiledKernel(halved, "test kernel")
+    fallback_dtypes = []
+
+    def fallback(t: torch.Tensor) -> torch.Tensor:
+        fallback_dtypes.append(t.dtype)
+        return halved(t)
+
+    kernel = CompiledKernel(halved, "test kernel", fallback)
     with torch._dynamo.config.patch(recompile_limit=1), caplog.at_level(logging.WARNING):
         kernel(torch.randn(3, 4))
         second_dtype = kernel(torch.randn(3, 4, dtype=torch.float64))
-    assert second_dtype.dtype == torch.float64
+    assert second_dtype.dtype == torch.float64 and fallback_dtypes == [torch.float64]
     assert not cpu_kernels._compile_failed
     assert not [r for r in caplog.records if r.name == cpu_kernels.__name__]
 
@@ -104,8 +110,8 @@ def test_past_the_recompile_limit_a_call_runs_its_fallback_alone(
 def test_under_a_dispatch_mode_the_kernel_runs_eagerly(
     compiling_works: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    kernel = CompiledKernel(scaled_exp, "test kernel", fallback=failing_compile)
-    monkeypatch.setattr(kernel, "compiled", failing_compile)
+    kernel = CompiledKernel(scaled_exp, "test kernel", fallback=must_not_run)
+    monkeypatch.setattr(kernel, "compiled", must_not_run)
     t = torch.randn(4, 5)
     with FlopCounterMode(display=False):
         value = kernel(t, 2.0)
