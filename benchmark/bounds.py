@@ -26,12 +26,14 @@ def log_normal_diag(z: Tensor, mean: Tensor, log_var: Tensor) -> Tensor:
     return -0.5 * ((z - mean).square() * torch.exp(-log_var) + log_var + LOG_2PI).sum(-1)
 
 
-MAX_GROUP = 64  # a product of 64 factors in [1, 2] stays below float32's (and bf16's) max
+MAX_GROUP = 64  # pixels per log: rounding grows with the group
 
 
-def pixel_group_size(d: int) -> int:
-    """The largest divisor of ``d`` that is at most :data:`MAX_GROUP` (56 for 784 pixels)."""
-    return max(g for g in range(1, min(d, MAX_GROUP) + 1) if d % g == 0)
+def pixel_group_size(d: int, dtype: torch.dtype = torch.float32) -> int:
+    """The largest divisor of ``d`` that is at most :data:`MAX_GROUP` and keeps a product of
+    that many factors in [1, 2] finite in ``dtype`` (56 for 784 pixels; 14 in float16)."""
+    limit = min(MAX_GROUP, int(math.log2(torch.finfo(dtype).max)))
+    return max(g for g in range(1, min(d, limit) + 1) if d % g == 0)
 
 
 def _log_likelihood_eager(x: Tensor, logits: Tensor) -> Tensor:
@@ -46,7 +48,7 @@ def _log_likelihood_grouped(x: Tensor, logits: Tensor) -> Tensor:
     against the rounding of the float sum over all pixels. Compiled into one loop, this is 2x
     faster than log(sigmoid(l)) on CPUs, where ``log`` costs as much as the rest together."""
     d = logits.shape[-1]
-    group = pixel_group_size(d)
+    group = pixel_group_size(d, logits.dtype)
     factors = torch.exp(-logits.abs()).add(1.0).unflatten(-1, (d // group, group))
     linear = ((x - 1.0) * logits + logits.clamp(max=0.0)).sum(-1)
     return linear - factors.prod(-1).log().sum(-1)
