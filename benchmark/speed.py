@@ -62,7 +62,6 @@ VARIANTS: dict[str, list[str]] = {
     "iwaerrec": ["model=iwaerrec"],
 }
 PRECISION_VARIANTS = ("iwae", "iwaer (local)", "iwaerrec")  # bf16 and torch.compile
-EVAL_BATCH = 100  # test points per evaluation batch, as run.py's default
 # Training / test set sizes of the paper's data (PAPER.md section 2), for the projection.
 PAPER_DATASETS = {"mnist": (60_000, 10_000), "omniglot": (24_345, 8_070)}
 
@@ -373,22 +372,24 @@ def measure_eval(
     peak: float,
     compile: bool = False,
 ) -> list[dict[str, Any]]:
-    """The S-sample evaluation of every model (``compile``: as with ``compile=true``)."""
+    """The S-sample evaluation of every model (``compile``: as with ``compile=true``), in
+    ``run.py``'s evaluation batches."""
     rows = []
     device = data.device
+    eval_batch = compose_config(base_overrides(bc)).eval.batch_size
 
     def evaluate(model: ImportanceWeightedAutoencoder, points: torch.Tensor) -> None:
         estimate_log_likelihood(
             model,
             points,
             n_samples=bc.eval_samples,
-            batch_size=EVAL_BATCH,
+            batch_size=eval_batch,
             memory_cap_gib=bc.memory_cap_gib,
             progress=False,
             compile=compile,
         )
 
-    one_batch = data[:EVAL_BATCH]
+    one_batch = data[:eval_batch]
     for variant in PRECISION_VARIANTS:
         model = models[variant]
         if compile:
@@ -416,7 +417,7 @@ def measure_eval(
                 "target": TARGETS["eval"],
                 "normals": sum(
                     normals_drawn(model, batch.shape[0], bc.eval_samples)
-                    for batch in data.split(EVAL_BATCH)
+                    for batch in data.split(eval_batch)
                 ),
                 "peak_memory_bytes": memory.peak_bytes,
                 "memory_cap_bytes": cap,
