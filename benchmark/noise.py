@@ -4,13 +4,16 @@ PyTorch fills a CPU tensor with normals from one Mersenne-Twister stream on one 
 ns/value here), which made noise 14% of an IWAER training step and 30% of its evaluation
 on 2 cores, and would dominate on many-core machines where the matmuls scale and the draw
 does not. On CPUs the buffer therefore comes from the counter-based generator Philox4x32-10
-(Salmon et al., SC 2011; the generator behind cuRAND and PyTorch's CUDA RNG): value i is a
-pure function of (key, i), so one elementwise kernel, compiled by ``torch.compile``, fills
-the buffer on all of torch's CPU threads (0.6-0.7 ns/value on 2 cores, inside a training
-step too), and the values do not depend on the thread count. The 64-bit key is drawn from
-the caller's generator, once per buffer; uniforms become normals by the Box-Muller
-transform. The same kernel draws the uniforms of the training minibatches' binarization.
-On GPUs torch's own Philox ``normal_`` / ``uniform_`` fill the buffer.
+(Salmon et al., SC 2011; the generator behind cuRAND and PyTorch's CUDA RNG): value i of
+a buffer of n is a pure function of (key, n, i), so one elementwise kernel, compiled by
+``torch.compile``, fills the buffer on all of torch's CPU threads (0.5 ns/value on 2 cores,
+inside a training step too), and the values do not depend on the thread count. The 64-bit
+key is drawn from the caller's generator, once per buffer; uniforms become normals by the
+Box-Muller transform. The buffer holds its nb = ceil(n / 4) Philox blocks of four words as
+four contiguous runs (word j of block b at j nb + b), so the kernel stores whole vectors;
+interleaving the words (at 4 b + j) took 20% longer. The same kernel draws the uniforms of
+the training minibatches' binarization. On GPUs torch's own Philox ``normal_`` /
+``uniform_`` fill the buffer.
 """
 
 from __future__ import annotations
@@ -68,9 +71,10 @@ def _philox_blocks(numel: int, key: Tensor) -> tuple[Tensor, Tensor, Tensor, Ten
 
 
 def philox_normal(numel: int, key: Tensor, dtype: torch.dtype) -> Tensor:
-    """``4 ceil(numel / 4)`` i.i.d. N(0, 1) values of ``dtype``.
+    """``4 nb`` i.i.d. N(0, 1) values of ``dtype``, nb = ceil(numel / 4), value j nb + b from
+    word j of block b.
 
-    Block b of four values is Box-Muller of its Philox words: uniforms
+    The four values of block b are Box-Muller of its Philox words: uniforms
     u = (word + 1/2) 2^-32 in (0, 1], and (r cos t, r sin t) with r = sqrt(-2 log u_0),
     t = 2 pi u_1 (then u_2, u_3).
     """
@@ -84,14 +88,15 @@ def philox_normal(numel: int, key: Tensor, dtype: torch.dtype) -> Tensor:
         radius[1] * torch.cos(angle[1]),
         radius[1] * torch.sin(angle[1]),
     ]
-    return torch.stack(values, dim=-1).view(-1).to(dtype)
+    return torch.cat(values).to(dtype)
 
 
 def philox_uniform(numel: int, key: Tensor, dtype: torch.dtype) -> Tensor:
-    """``4 ceil(numel / 4)`` i.i.d. U[0, 1) values of ``dtype``: the top 24 bits of each
-    Philox word times 2^-24 (exact in float32)."""
+    """``4 ceil(numel / 4)`` i.i.d. U[0, 1) values of ``dtype``, laid out as in
+    :func:`philox_normal`: the top 24 bits of each Philox word times 2^-24 (exact in
+    float32)."""
     words = [(w >> 8).to(torch.float32) * 2.0**-24 for w in _philox_blocks(numel, key)]
-    return torch.stack(words, dim=-1).view(-1).to(dtype)
+    return torch.cat(words).to(dtype)
 
 
 def _torch_fill_(out: Tensor, kind: str, generator: torch.Generator | None) -> Tensor:
