@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from benchmark.logistic import softplus
+from benchmark.logistic import softplus, softplus_power
 from benchmark.noise import draw_normal
 
 
@@ -182,6 +182,12 @@ class GaussianLinear(nn.Module):
             self.weight_rho = nn.Parameter(torch.full((n_in, n_out), rho))
             self.bias_rho = nn.Parameter(torch.full((n_out,), rho))
 
+    @property
+    def scale_power(self) -> int:
+        """The power p of the stds that :meth:`with_noise` takes: 2 (variances) with local
+        sampling, 1 with shared sampling."""
+        return 2 if self.sampling is WeightSampling.LOCAL else 1
+
     def weight_std(self) -> Tensor:
         """S = softplus(rho_W), shape [n_in, n_out]."""
         return softplus(self.weight_rho)
@@ -204,26 +210,42 @@ class GaussianLinear(nn.Module):
         """Pre-activations ``[k, B, n_out]`` (``[1, B, n_out]`` if deterministic and s = 1)."""
         return self.with_noise(h, draw_normal(self.noise_shapes(h.shape[1], k), generator, h))
 
-    def with_noise(self, h: Tensor, noise: Sequence[Tensor]) -> Tensor:
-        """:meth:`forward` given its standard normal ``noise`` (shapes of :meth:`noise_shapes`);
-        no random draws, so it compiles into one graph."""
+    def with_noise(
+        self,
+        h: Tensor,
+        noise: Sequence[Tensor],
+        scales: tuple[Tensor, Tensor] | None = None,
+    ) -> Tensor:
+        """:meth:`forward` given its standard normal ``noise`` (shapes of :meth:`noise_shapes`)
+        and, if at hand, the layer's ``(S^p, s^p)`` from :func:`weight_scales`; no random
+        draws, so it compiles into one graph."""
         if not self.random:
             return F.linear(h, self.weight.t(), self.bias)
+        weight_scale, bias_scale = scales if scales is not None else weight_scales([self])[0]
         if self.sampling is WeightSampling.LOCAL:
             (eps,) = noise
             return _LocalReparameterization.apply(
-                h,
-                self.weight,
-                self.bias,
-                self.weight_std().square(),
-                self.bias_std().square(),
-                eps,
+                h, self.weight, self.bias, weight_scale, bias_scale, eps
             )
         eps_weight, eps_bias = noise
         return _SharedWeights.apply(
-            h, self.weight, self.bias, self.weight_std(), self.bias_std(), eps_weight, eps_bias
+            h, self.weight, self.bias, weight_scale, bias_scale, eps_weight, eps_bias
         )
 
     def extra_repr(self) -> str:
         kind = f"random, sampling={self.sampling.value}" if self.random else "deterministic"
         return f"n_in={self.n_in}, n_out={self.n_out}, {kind}"
+
+
+def weight_scales(layers: Sequence[GaussianLinear]) -> list[tuple[Tensor, Tensor]]:
+    """``(S^p, s^p)`` of every random layer of ``layers``, p its ``scale_power`` (2 with local
+    sampling, 1 with shared): all of one p from one ``softplus_power`` kernel call."""
+    scales: dict[int, tuple[Tensor, Tensor]] = {}
+    for power in sorted({layer.scale_power for layer in layers}):
+        group = [layer for layer in layers if layer.scale_power == power]
+        values = softplus_power(
+            [r for layer in group for r in (layer.weight_rho, layer.bias_rho)], power
+        )
+        for i, layer in enumerate(group):
+            scales[id(layer)] = values[2 * i], values[2 * i + 1]
+    return [scales[id(layer)] for layer in layers]

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from benchmark import logistic
-from benchmark.gaussian_layers import GaussianLinear, WeightSampling
+from benchmark.gaussian_layers import GaussianLinear, WeightSampling, weight_scales
 from benchmark.noise import draw_normal
 
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
@@ -54,11 +54,14 @@ class GaussianMLP(nn.Module):
         return self.with_noise(h, draw_normal(self.noise_shapes(h.shape[1], k), generator, h))
 
     def with_noise(self, h: Tensor, noise: Sequence[Tensor]) -> Tensor:
-        """:meth:`forward` given the standard normal noise of :meth:`noise_shapes`."""
+        """:meth:`forward` given the standard normal noise of :meth:`noise_shapes`; the weight
+        scales of all random layers come from one kernel call (:func:`weight_scales`)."""
+        scales = iter(weight_scales([layer for layer in self.layers if layer.random]))
         start = 0
         for i, layer in enumerate(self.layers):
             count = len(layer.noise_shapes(1, 1))
-            h = layer.with_noise(h, noise[start : start + count])
+            layer_scales = next(scales) if layer.random else None
+            h = layer.with_noise(h, noise[start : start + count], layer_scales)
             start += count
             if i < len(self.layers) - 1:
                 h = self.activation(h)

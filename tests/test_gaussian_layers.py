@@ -9,7 +9,7 @@ import torch
 from torch.nn import functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from benchmark.gaussian_layers import GaussianLinear, inverse_softplus
+from benchmark.gaussian_layers import GaussianLinear, inverse_softplus, weight_scales
 from benchmark.models import ImportanceWeightedAutoencoder, ModelSpec
 
 K = 40_000  # draws per moment check; tolerances are 5 standard errors of each statistic
@@ -121,6 +121,21 @@ def test_initial_std_is_the_configured_value(std: float) -> None:
     )
     layer = GaussianLinear(4, 3, random=True, init_std=std)
     torch.testing.assert_close(layer.weight_std(), torch.full((4, 3), std))
+
+
+def test_weight_scales_are_the_variances_for_local_and_the_stds_for_shared_sampling() -> None:
+    local, _ = make_layer("local")
+    shared, _ = make_layer("shared")
+    other_local = GaussianLinear(2, 5, random=True, init_std=0.3).double()
+    scales = weight_scales([local, shared, other_local])
+    expected = [
+        (local.weight_std().square(), local.bias_std().square()),
+        (shared.weight_std(), shared.bias_std()),
+        (other_local.weight_std().square(), other_local.bias_std().square()),
+    ]
+    for got, want in zip(scales, expected, strict=True):
+        torch.testing.assert_close(got, want)
+    assert weight_scales([]) == []
 
 
 def test_nonpositive_init_std_is_rejected() -> None:

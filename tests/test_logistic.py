@@ -1,4 +1,5 @@
-"""log sigmoid and softplus built without log1p: accurate over the whole float range."""
+"""log sigmoid and softplus built without log1p: accurate over the whole float range, with
+their gradients; softplus powers of several tensors from one kernel call."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from benchmark.logistic import log_sigmoid, softplus, tanh
+from benchmark import cpu_kernels
+from benchmark.logistic import log_sigmoid, softplus, softplus_power, tanh
 
 WIDE = torch.cat([torch.linspace(-1e4, 1e4, 20_001), torch.linspace(-100, 100, 200_001)])
 
@@ -30,6 +32,39 @@ def test_softplus_has_float_relative_accuracy_and_the_sigmoid_gradient() -> None
     softplus(r64).sum().backward()
     torch.testing.assert_close(r64.grad, torch.sigmoid(r64.detach()))
     assert torch.autograd.gradcheck(softplus, (r64[::50].detach().requires_grad_(),))
+
+
+@pytest.mark.parametrize("power", [1, 2])
+def test_softplus_powers_of_several_tensors_are_accurate_with_their_gradients(
+    power: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r = WIDE[WIDE.abs() < 85 / power]  # softplus(r)^power in float32's normal range
+    parts = (r[:1000].view(10, 100), r[1000:], r[:7])
+    values = softplus_power(parts, power)
+    assert len(values) == len(parts)
+    for value, part in zip(values, parts, strict=True):
+        exact = F.softplus(part.double()).pow(power)
+        assert ((value.double() - exact) / exact).abs().max().item() < power * 1e-6
+    monkeypatch.setattr(cpu_kernels, "_compile_failed", True)  # the eager fallback
+    for value, eager in zip(values, softplus_power(parts, power), strict=True):
+        torch.testing.assert_close(value, eager)
+    monkeypatch.undo()
+    r64 = [
+        torch.linspace(a, b, 1001, dtype=torch.float64, requires_grad=True)
+        for a, b in ((-40, 40), (-3, 0))
+    ]
+    sum(value.sum() for value in softplus_power(r64, power)).backward()
+    for part in r64:
+        x = part.detach()
+        slope = power * F.softplus(x).pow(power - 1) * torch.sigmoid(x)
+        torch.testing.assert_close(part.grad, slope)
+    small = tuple(part[::50].detach().requires_grad_() for part in r64)
+    assert torch.autograd.gradcheck(lambda *rhos: softplus_power(rhos, power), small)
+
+
+def test_softplus_power_takes_stds_or_variances_only() -> None:
+    with pytest.raises(ValueError, match="power 1 or 2, got 3"):
+        softplus_power([torch.zeros(2)], 3)
 
 
 def test_tanh_is_accurate_with_the_tanh_gradient() -> None:
