@@ -373,7 +373,8 @@ def measure_eval(
     compile: bool = False,
 ) -> list[dict[str, Any]]:
     """The S-sample evaluation of every model (``compile``: as with ``compile=true``), in
-    ``run.py``'s evaluation batches."""
+    ``run.py``'s evaluation batches: its peak memory, and its time as the best of
+    ``bc.repeats`` evaluations, as for the training steps."""
     rows = []
     device = data.device
     eval_batch = compose_config(base_overrides(bc)).eval.batch_size
@@ -396,11 +397,10 @@ def measure_eval(
             fresh_compile_caches()
         evaluate(model, one_batch)  # warm-up (and compilation)
         with PeakMemory(device) as memory:
-            synchronize(device)
-            start = time.perf_counter()
             evaluate(model, data)
-            synchronize(device)
-            seconds = time.perf_counter() - start
+        seconds = seconds_per_call(
+            lambda m=model: evaluate(m, data), device, calls=1, warmup=0, repeats=bc.repeats
+        )
         flops = forward_flops(model, data.shape[0], bc.eval_samples)
         gemm_bound = flops / (peak * 1e9)
         cap = int(bc.memory_cap_gib * (1 << 30))

@@ -159,6 +159,9 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
         f"## Test log-likelihood evaluation (S = {cfg['eval_samples']})",
         "",
+        f"`estimate_log_likelihood` in `run.py`'s evaluation batches; time: the best of "
+        f"{cfg['repeats']} evaluations; peak memory: one evaluation.",
+        "",
     ]
     evals = result["eval"] + result.get("eval_compiled", [])
     lines += _table(
