@@ -113,7 +113,7 @@ def softplus_power(rhos: Sequence[Tensor], power: int) -> tuple[Tensor, ...]:
     if not rhos:
         return ()
     if rhos[0].device.type != "cpu":
-        return tuple(F.softplus(r).pow(power) for r in rhos)
+        return tuple(F.softplus(r) if power == 1 else F.softplus(r).square() for r in rhos)
     return _SoftplusPower.apply(power, *rhos)
 
 

@@ -85,7 +85,9 @@ def package_versions() -> dict[str, str | None]:
 
 
 def git_state() -> dict[str, Any]:
-    """Commit of the checkout running the code and whether it had uncommitted changes."""
+    """Commit of the checkout running the code and whether it had uncommitted changes to
+    tracked files outside ``results/`` (the committed results are outputs, rewritten by the
+    runs and benchmarks that record this)."""
 
     def git(*args: str) -> str | None:
         try:
@@ -102,5 +104,5 @@ def git_state() -> dict[str, Any]:
         return out.stdout.strip()
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
     return {"commit": commit, "dirty": bool(status) if status is not None else None}

@@ -15,6 +15,7 @@ import torch
 from filelock import FileLock
 from hydra.utils import get_class
 
+from benchmark import provenance
 from benchmark.cli import expand_seed_ranges
 from benchmark.config import compose_config
 from benchmark.experiment import run
@@ -278,3 +279,30 @@ def test_wandb_logs_offline_without_api_key(tmp_path: Path, data_dir: Path) -> N
     (offline_run,) = (tmp_path / "r").rglob("offline-run-*")
     assert any(offline_run.rglob("*.wandb"))
     assert list((tmp_path / "r").rglob("result.json"))
+
+
+def test_git_state_flags_changed_code_but_not_rewritten_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def git(*args: str) -> None:
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            cwd=tmp_path,
+            check=True,
+            capture_output=True,
+        )
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "bench.md").write_text("old numbers\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "init")
+    monkeypatch.setattr(provenance, "REPO_ROOT", tmp_path)
+    assert provenance.git_state()["dirty"] is False
+    (tmp_path / "results" / "bench.md").write_text("new numbers\n")
+    (tmp_path / "untracked.py").write_text("y = 2\n")
+    state = provenance.git_state()
+    assert state["dirty"] is False and len(state["commit"]) == 40
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert provenance.git_state()["dirty"] is True
