@@ -56,7 +56,7 @@ def test_philox_matches_the_published_known_answers(compiled: bool) -> None:
     assert torch.equal(got, torch.stack(words(slice(6, 10), 37)))
 
 
-def test_values_depend_on_the_generator_state_only(restore_threads) -> None:
+def test_values_depend_on_the_generator_state_not_on_the_threads(restore_threads) -> None:
     torch.set_num_threads(1)
     serial = draw(0)
     torch.set_num_threads(2)
