@@ -31,7 +31,9 @@ PROFILER_LABELS: set[str] = set()  # profiler ranges of the kernels, for benchma
 
 
 class CompiledKernel:
-    """``fn`` compiled once per dtype into one graph with dynamic shapes; ``fallback`` (by
+    """``fn`` compiled once per dtype (and number of tensor arguments) into one graph with
+    dynamic shapes, for plain tensors (dynamo keeps the shapes of ``nn.Parameter``s static,
+    so callers pass them detached); ``fallback`` (by
     default ``fn`` itself) where that fails; profiled as the range ``label``. Values only, no
     gradient: an autograd Function around the call supplies the backward. Inside an outer
     ``torch.compile`` region ``fn`` is traced into the caller's graph instead, so it fuses
@@ -49,7 +51,9 @@ class CompiledKernel:
     def __call__(self, *args: object) -> Any:
         if torch.compiler.is_compiling() or is_in_torch_dispatch_mode(include_infra_modes=False):
             return self.fn(*args)
-        with torch.no_grad(), record_function(self.label):
+        # Autocast changes nothing in these elementwise kernels, but dynamo guards on
+        # its state and would compile every kernel again under bf16 autocast.
+        with torch.no_grad(), torch.autocast("cpu", enabled=False), record_function(self.label):
             return self._run(*args)
 
     def _run(self, *args: object) -> Any:

@@ -238,8 +238,11 @@ class GaussianLinear(nn.Module):
 
 
 def weight_scales(layers: Sequence[GaussianLinear]) -> list[tuple[Tensor, Tensor]]:
-    """``(S^p, s^p)`` of every random layer of ``layers``, p its ``scale_power`` (2 with local
-    sampling, 1 with shared): all of one p from one ``softplus_power`` kernel call."""
+    """``(S^p, s^p)`` of every layer of ``layers`` (random ones only), p its ``scale_power`` (2
+    with local sampling, 1 with shared): all of one p from one ``softplus_power`` kernel call."""
+    deterministic = [layer for layer in layers if not layer.random]
+    if deterministic:
+        raise ValueError(f"weight_scales takes random layers only, got {deterministic[0]}")
     scales: dict[int, tuple[Tensor, Tensor]] = {}
     for power in sorted({layer.scale_power for layer in layers}):
         group = [layer for layer in layers if layer.scale_power == power]

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
 from benchmark.cpu_kernels import CompiledKernel
@@ -91,11 +92,13 @@ class _SoftplusPower(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, power: int, *rhos: Tensor) -> tuple[Tensor, ...]:  # type: ignore[override]
-        values = _SOFTPLUS_POWER_CPU(rhos, power)
+        # Detached: dynamo keeps the shapes of nn.Parameters static, one graph per layer size.
+        values = _SOFTPLUS_POWER_CPU([r.detach() for r in rhos], power)
         ctx.save_for_backward(*values[1::2])
         return tuple(values[0::2])
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, *grads: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         return None, *(grad * slope for grad, slope in zip(grads, ctx.saved_tensors, strict=True))
 

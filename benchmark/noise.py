@@ -71,8 +71,8 @@ def _philox_blocks(numel: int, key: Tensor) -> tuple[Tensor, Tensor, Tensor, Ten
 
 
 def philox_normal(numel: int, key: Tensor, dtype: torch.dtype) -> Tensor:
-    """``4 nb`` i.i.d. N(0, 1) values of ``dtype``, nb = ceil(numel / 4), value j nb + b from
-    word j of block b.
+    """``4 nb`` i.i.d. N(0, 1) values of ``dtype``, nb = ceil(numel / 4): value j nb + b is
+    the j-th Box-Muller output of block b.
 
     The four values of block b are Box-Muller of its Philox words: uniforms
     u = (word + 1/2) 2^-32 in (0, 1], and (r cos t, r sin t) with r = sqrt(-2 log u_0),

@@ -136,6 +136,8 @@ def test_weight_scales_are_the_variances_for_local_and_the_stds_for_shared_sampl
     for got, want in zip(scales, expected, strict=True):
         torch.testing.assert_close(got, want)
     assert weight_scales([]) == []
+    with pytest.raises(ValueError, match="random layers only"):
+        weight_scales([local, GaussianLinear(2, 2)])
 
 
 def test_nonpositive_init_std_is_rejected() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
 from torch.nn import functional as F
 
 from benchmark import cpu_kernels
@@ -62,9 +63,26 @@ def test_softplus_powers_of_several_tensors_are_accurate_with_their_gradients(
     assert torch.autograd.gradcheck(lambda *rhos: softplus_power(rhos, power), small)
 
 
-def test_softplus_power_takes_stds_or_variances_only() -> None:
+def test_softplus_power_takes_stds_or_variances_only_and_differentiates_once() -> None:
     with pytest.raises(ValueError, match="power 1 or 2, got 3"):
         softplus_power([torch.zeros(2)], 3)
+    r = torch.zeros(3, requires_grad=True)
+    loss = softplus_power([r], 2)[0].square().sum()  # an upstream gradient that needs grad
+    (grad,) = torch.autograd.grad(loss, r, create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiate twice"):  # not a silent, partial one
+        grad.sum().backward()
+
+
+def test_softplus_power_compiles_once_for_parameters_of_any_size_and_under_autocast() -> None:
+    def call(*shapes: tuple[int, ...]) -> None:
+        softplus_power([torch.nn.Parameter(torch.randn(shape)) for shape in shapes], 1)
+
+    call((5, 3), (3,), (2, 2))  # compiles (or finds) the graph of three tensors
+    graphs = counters["stats"]["unique_graphs"]
+    call((7, 4), (4,), (9,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        call((6, 5), (5,), (1, 3))
+    assert counters["stats"]["unique_graphs"] == graphs
 
 
 def test_tanh_is_accurate_with_the_tanh_gradient() -> None:

@@ -88,6 +88,20 @@ def test_values_are_standard_normal_and_independent() -> None:
     assert off_diagonal.abs().max().item() < 5 / math.sqrt(blocks.shape[1])
 
 
+def test_the_buffer_holds_the_box_muller_outputs_of_each_block_as_four_runs() -> None:
+    n = 4 * 1_001 - 3
+    key = torch.tensor([5, 6])
+    u = [(w.double() + 0.5) * 2.0**-32 for w in noise._philox_blocks(n, key)]
+    runs = philox_normal(n, key, torch.float64).view(4, -1)  # value j nb + b: run j, block b
+    for first in (0, 2):  # Box-Muller pairs (r cos t, r sin t) from words (0, 1) and (2, 3)
+        cos, sin = runs[first], runs[first + 1]
+        torch.testing.assert_close(cos.square() + sin.square(), -2.0 * u[first].log())
+        angle = torch.atan2(sin, cos).remainder(2.0 * math.pi)
+        torch.testing.assert_close(angle, 2.0 * math.pi * u[first + 1])
+    uniforms = philox_uniform(n, key, torch.float64).view(4, -1)
+    torch.testing.assert_close(uniforms, torch.stack(u), rtol=0, atol=2.0**-24)
+
+
 def test_keys_from_different_generator_states_give_uncorrelated_streams() -> None:
     streams = torch.stack([draw(seed, 100_000) for seed in range(4)]).double()
     off_diagonal = torch.corrcoef(streams)[~torch.eye(4, dtype=torch.bool)]
