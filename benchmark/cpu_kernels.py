@@ -32,9 +32,9 @@ PROFILER_LABELS: set[str] = set()  # profiler ranges of the kernels, for benchma
 
 class CompiledKernel:
     """``fn`` compiled once per dtype (and number of tensor arguments) into one graph with
-    dynamic shapes, for plain tensors (dynamo keeps the shapes of ``nn.Parameter``s static,
-    so callers pass them detached); ``fallback`` (by
-    default ``fn`` itself) where that fails; profiled as the range ``label``. Values only, no
+    dynamic shapes for plain tensors (dynamo keeps the shapes of ``nn.Parameter``s static, so
+    callers pass them detached); ``fallback`` (by default ``fn`` itself) where that fails;
+    profiled as the range ``label``. Values only, no
     gradient: an autograd Function around the call supplies the backward. Inside an outer
     ``torch.compile`` region ``fn`` is traced into the caller's graph instead, so it fuses
     with its neighbours there; under a ``TorchDispatchMode`` (FLOP counters, for one), which

@@ -77,12 +77,14 @@ def test_softplus_power_compiles_once_for_parameters_of_any_size_and_under_autoc
     def call(*shapes: tuple[int, ...]) -> None:
         softplus_power([torch.nn.Parameter(torch.randn(shape)) for shape in shapes], 1)
 
-    call((5, 3), (3,), (2, 2))  # compiles (or finds) the graph of three tensors
+    torch.compiler.reset()  # below dynamo's recompile limit, so a new graph would show
     graphs = counters["stats"]["unique_graphs"]
-    call((7, 4), (4,), (9,))
+    call((5, 3), (3,), (3, 6), (6,))  # two layers' weights and biases
+    assert counters["stats"]["unique_graphs"] == graphs + 1  # the kernel was compiled
+    call((7, 4), (4,), (4, 9), (9,))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        call((6, 5), (5,), (1, 3))
-    assert counters["stats"]["unique_graphs"] == graphs
+        call((6, 5), (5,), (5, 2), (2,))
+    assert counters["stats"]["unique_graphs"] == graphs + 1
 
 
 def test_tanh_is_accurate_with_the_tanh_gradient() -> None:
