@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from benchmark.gaussian_layers import weight_scales
 from benchmark.models import ImportanceWeightedAutoencoder
 from benchmark.seeding import make_generator
 
@@ -90,6 +91,7 @@ def estimate_log_likelihood(
     log_weights = (
         torch.compile(model.log_weights_with_noise) if compile else model.log_weights_with_noise
     )
+    scales = weight_scales(model.random_layers())  # fixed weights: once, not per chunk
     per_point = []
     batches = range(0, data.shape[0], batch_size)
     for b, start in enumerate(tqdm(batches, desc=f"log p(x), S={n_samples}", disable=not progress)):
@@ -99,7 +101,7 @@ def estimate_log_likelihood(
             k = min(chunk, n_samples - first)
             generator = make_generator(x.device, seed, "eval", b, c)
             noise = model.draw_noise(x, k, generator)
-            chunk_bounds.append(torch.logsumexp(log_weights(x, noise), 0))
+            chunk_bounds.append(torch.logsumexp(log_weights(x, noise, scales), 0))
         per_point.append(torch.logsumexp(torch.stack(chunk_bounds), 0) - math.log(n_samples))
     model.train(was_training)
     values = torch.cat(per_point).double().cpu()

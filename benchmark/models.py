@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from benchmark.bounds import LOG_2PI, bernoulli_log_likelihood, iwae_bound, log_standard_normal
-from benchmark.gaussian_layers import GaussianLinear, WeightSampling
+from benchmark.gaussian_layers import GaussianLinear, WeightSampling, weight_scales
 from benchmark.networks import GaussianMLP
 from benchmark.noise import draw_normal
 
@@ -77,7 +77,9 @@ class ImportanceWeightedAutoencoder(nn.Module):
         )
 
     def random_layers(self) -> list[GaussianLinear]:
-        return [m for m in self.modules() if isinstance(m, GaussianLinear) and m.random]
+        """The random layers, encoder's first (the order :meth:`log_weights_with_noise` takes
+        their scales in)."""
+        return [*self.encoder.random_layers(), *self.decoder.random_layers()]
 
     @torch.no_grad()
     def init_output_bias(self, pixel_mean: Tensor) -> None:
@@ -115,16 +117,26 @@ class ImportanceWeightedAutoencoder(nn.Module):
         """``log w [k, B]`` for ``x [B, D]``, all noise drawn from ``generator``."""
         return self.log_weights_with_noise(x, self.draw_noise(x, k, generator))
 
-    def log_weights_with_noise(self, x: Tensor, noise: Sequence[Tensor]) -> Tensor:
-        """:meth:`log_weights` given :meth:`draw_noise`'s tensors: no random draws, static
-        shapes, so ``torch.compile`` (and CUDA graphs) can take it whole."""
+    def log_weights_with_noise(
+        self,
+        x: Tensor,
+        noise: Sequence[Tensor],
+        scales: Sequence[tuple[Tensor, Tensor]] | None = None,
+    ) -> Tensor:
+        """:meth:`log_weights` given :meth:`draw_noise`'s tensors and, if at hand, the weight
+        scales of :meth:`random_layers` (:func:`weight_scales`; computed here, in one kernel
+        call, if None): no random draws, static shapes, so ``torch.compile`` (and CUDA graphs)
+        can take it whole."""
+        if scales is None:
+            scales = weight_scales(self.random_layers())
         eps, weight_noise = noise[0], noise[1:]
         n_encoder = len(self.encoder.noise_shapes(1, 1))
-        out = self.encoder.with_noise(x.unsqueeze(0), weight_noise[:n_encoder])
+        n_random = len(self.encoder.random_layers())
+        out = self.encoder.with_noise(x.unsqueeze(0), weight_noise[:n_encoder], scales[:n_random])
         mean, log_var = out[..., : self.latent], out[..., self.latent :]
         z = mean + torch.exp(0.5 * log_var) * eps
         log_q = -0.5 * (eps.square() + log_var + LOG_2PI).sum(-1)
-        logits = self.decoder.with_noise(z, weight_noise[n_encoder:])
+        logits = self.decoder.with_noise(z, weight_noise[n_encoder:], scales[n_random:])
         return bernoulli_log_likelihood(x, logits) + log_standard_normal(z) - log_q
 
     def bound(self, x: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:

@@ -53,10 +53,19 @@ class GaussianMLP(nn.Module):
     def forward(self, h: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
         return self.with_noise(h, draw_normal(self.noise_shapes(h.shape[1], k), generator, h))
 
-    def with_noise(self, h: Tensor, noise: Sequence[Tensor]) -> Tensor:
-        """:meth:`forward` given the standard normal noise of :meth:`noise_shapes`; the weight
-        scales of all random layers come from one kernel call (:func:`weight_scales`)."""
-        scales = iter(weight_scales([layer for layer in self.layers if layer.random]))
+    def random_layers(self) -> list[GaussianLinear]:
+        return [layer for layer in self.layers if layer.random]
+
+    def with_noise(
+        self,
+        h: Tensor,
+        noise: Sequence[Tensor],
+        scales: Sequence[tuple[Tensor, Tensor]] | None = None,
+    ) -> Tensor:
+        """:meth:`forward` given the standard normal noise of :meth:`noise_shapes` and the
+        weight scales of :meth:`random_layers` (:func:`weight_scales`, one kernel call for
+        all of them; computed here if None)."""
+        scales = iter(weight_scales(self.random_layers()) if scales is None else scales)
         start = 0
         for i, layer in enumerate(self.layers):
             count = len(layer.noise_shapes(1, 1))
