@@ -2,8 +2,10 @@
 
 For random-weight models each of the S samples draws its own weights (and, with local
 sampling, its own per data point), so the estimate targets log p_Omega(x). Samples are
-processed in chunks whose activations fit a memory cap; all noise comes from the stream
-``(seed, "eval", batch, chunk)``, so the result is reproducible for a given configuration.
+processed in chunks whose activations fit a memory cap; the encoder's noise-free work on a
+batch (:meth:`~benchmark.models.ImportanceWeightedAutoencoder.shared_head`) is done once for
+all its chunks. All noise comes from the stream ``(seed, "eval", batch, chunk)``, so the
+result is reproducible for a given configuration.
 """
 
 from __future__ import annotations
@@ -96,12 +98,13 @@ def estimate_log_likelihood(
     batches = range(0, data.shape[0], batch_size)
     for b, start in enumerate(tqdm(batches, desc=f"log p(x), S={n_samples}", disable=not progress)):
         x = data[start : start + batch_size]
+        head = model.shared_head(x, scales)  # the same for every chunk: once per batch
         chunk_bounds = []  # log sum_j w_j per chunk, [B] each
         for c, first in enumerate(range(0, n_samples, chunk)):
             k = min(chunk, n_samples - first)
             generator = make_generator(x.device, seed, "eval", b, c)
             noise = model.draw_noise(x, k, generator)
-            chunk_bounds.append(torch.logsumexp(log_weights(x, noise, scales), 0))
+            chunk_bounds.append(torch.logsumexp(log_weights(x, noise, scales, head), 0))
         per_point.append(torch.logsumexp(torch.stack(chunk_bounds), 0) - math.log(n_samples))
     model.train(was_training)
     values = torch.cat(per_point).double().cpu()

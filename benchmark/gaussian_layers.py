@@ -58,6 +58,14 @@ def _replay_autocast(state: AutocastState) -> contextlib.AbstractContextManager:
     return torch.autocast(state[0], dtype=state[1]) if state else contextlib.nullcontext()
 
 
+def _moments(
+    h: Tensor, h_squared: Tensor, weight: Tensor, bias: Tensor, weight_var: Tensor, bias_var: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Mean ``h M + m`` and std ``sqrt((h*h)(S*S) + s*s)`` of the pre-activations ``[s, B, n_out]``
+    under local sampling."""
+    return F.linear(h, weight.t(), bias), F.linear(h_squared, weight_var.t(), bias_var).sqrt_()
+
+
 class _LocalReparameterization(torch.autograd.Function):
     """``a = h M + m + sqrt((h*h)(S*S) + s*s) * eps`` with a hand-fused backward.
 
@@ -80,8 +88,8 @@ class _LocalReparameterization(torch.autograd.Function):
         eps: Tensor,
     ) -> Tensor:
         h_squared = h * h
-        std = F.linear(h_squared, weight_var.t(), bias_var).sqrt_()
-        out = torch.addcmul(F.linear(h, weight.t(), bias), std, eps)
+        mean, std = _moments(h, h_squared, weight, bias, weight_var, bias_var)
+        out = torch.addcmul(mean, std, eps)
         ctx.save_for_backward(h, h_squared, weight, weight_var, std, eps)
         ctx.autocast = _autocast_state(h.device.type)
         return out
@@ -231,6 +239,17 @@ class GaussianLinear(nn.Module):
         return _SharedWeights.apply(
             h, self.weight, self.bias, weight_scale, bias_scale, eps_weight, eps_bias
         )
+
+    def moments(
+        self, h: Tensor, scales: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Mean and std ``[s, B, n_out]`` of the pre-activations of a random layer with local
+        sampling (``a = mean + std * eps``), given ``(S^2, s^2)`` if at hand; differentiable
+        by autograd."""
+        if not (self.random and self.sampling is WeightSampling.LOCAL):
+            raise ValueError(f"moments needs a random layer with local sampling, got {self}")
+        weight_var, bias_var = scales if scales is not None else weight_scales([self])[0]
+        return _moments(h, h * h, self.weight, self.bias, weight_var, bias_var)
 
     def extra_repr(self) -> str:
         kind = f"random, sampling={self.sampling.value}" if self.random else "deterministic"

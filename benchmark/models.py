@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from benchmark.bounds import LOG_2PI, bernoulli_log_likelihood, iwae_bound, log_standard_normal
 from benchmark.gaussian_layers import GaussianLinear, WeightSampling, weight_scales
-from benchmark.networks import GaussianMLP
+from benchmark.networks import GaussianMLP, SharedHead
 from benchmark.noise import draw_normal
 
 
@@ -122,22 +122,37 @@ class ImportanceWeightedAutoencoder(nn.Module):
         x: Tensor,
         noise: Sequence[Tensor],
         scales: Sequence[tuple[Tensor, Tensor]] | None = None,
+        head: SharedHead | None = None,
     ) -> Tensor:
         """:meth:`log_weights` given :meth:`draw_noise`'s tensors and, if at hand, the weight
         scales of :meth:`random_layers` (:func:`weight_scales`; computed here, in one kernel
-        call, if None): no random draws, static shapes, so ``torch.compile`` (and CUDA graphs)
-        can take it whole."""
+        call, if None) and :meth:`shared_head` of ``x``: no random draws, static shapes, so
+        ``torch.compile`` (and CUDA graphs) can take it whole."""
         if scales is None:
             scales = weight_scales(self.random_layers())
         eps, weight_noise = noise[0], noise[1:]
         n_encoder = len(self.encoder.noise_shapes(1, 1))
         n_random = len(self.encoder.random_layers())
-        out = self.encoder.with_noise(x.unsqueeze(0), weight_noise[:n_encoder], scales[:n_random])
+        out = self.encoder.with_noise(
+            x.unsqueeze(0), weight_noise[:n_encoder], scales[:n_random], head
+        )
         mean, log_var = out[..., : self.latent], out[..., self.latent :]
         z = mean + torch.exp(0.5 * log_var) * eps
         log_q = -0.5 * (eps.square() + log_var + LOG_2PI).sum(-1)
         logits = self.decoder.with_noise(z, weight_noise[n_encoder:], scales[n_random:])
         return bernoulli_log_likelihood(x, logits) + log_standard_normal(z) - log_q
+
+    def shared_head(
+        self, x: Tensor, scales: Sequence[tuple[Tensor, Tensor]] | None = None
+    ) -> SharedHead:
+        """The encoder's work on ``x [B, D]`` that all importance samples share (the whole
+        encoder if deterministic, else its first layer's pre-activation mean and std with
+        local sampling): compute it once for many :meth:`log_weights_with_noise` passes over
+        the same ``x``. ``scales`` as there."""
+        n_random = len(self.encoder.random_layers())
+        return self.encoder.shared_head(
+            x.unsqueeze(0), None if scales is None else scales[:n_random]
+        )
 
     def bound(self, x: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
         """One-draw estimate of L_k (or L_k^R) per data point, ``[B]``."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -18,6 +19,17 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "relu": F.relu,
     "softplus": F.softplus,
 }
+
+
+class SharedHead(NamedTuple):
+    """The noise-free start of a pass (:meth:`GaussianMLP.shared_head`): layers before
+    ``start`` are done, with output ``h``; or, if ``std`` is given, ``h`` and ``std`` are the
+    mean and std of layer ``start``'s pre-activations, ``[1, B, n]``, whose sample j is
+    ``h + std * eps_j``."""
+
+    start: int
+    h: Tensor
+    std: Tensor | None
 
 
 class GaussianMLP(nn.Module):
@@ -61,17 +73,46 @@ class GaussianMLP(nn.Module):
         h: Tensor,
         noise: Sequence[Tensor],
         scales: Sequence[tuple[Tensor, Tensor]] | None = None,
+        head: SharedHead | None = None,
     ) -> Tensor:
-        """:meth:`forward` given the standard normal noise of :meth:`noise_shapes` and the
-        weight scales of :meth:`random_layers` (:func:`weight_scales`, one kernel call for
-        all of them; computed here if None)."""
-        scales = iter(weight_scales(self.random_layers()) if scales is None else scales)
-        start = 0
-        for i, layer in enumerate(self.layers):
+        """:meth:`forward` given the standard normal noise of :meth:`noise_shapes`, the weight
+        scales of :meth:`random_layers` (:func:`weight_scales`, one kernel call for all of
+        them; computed here if None) and, if at hand, :meth:`shared_head` of ``h`` (for many
+        passes over the same input; it does not speed up a single pass)."""
+        scales = list(weight_scales(self.random_layers()) if scales is None else scales)
+        if head is None:  # the layers' own fused forward and backward take all of it
+            head = SharedHead(0, h, None)
+        h = head.h
+        noise_start = scale_index = 0  # the head's layers are deterministic: no noise, no scales
+        for i in range(head.start, len(self.layers)):
+            layer = self.layers[i]
             count = len(layer.noise_shapes(1, 1))
-            layer_scales = next(scales) if layer.random else None
-            h = layer.with_noise(h, noise[start : start + count], layer_scales)
-            start += count
+            layer_noise = noise[noise_start : noise_start + count]
+            if i == head.start and head.std is not None:
+                h = torch.addcmul(h, head.std, layer_noise[0])
+            else:
+                h = layer.with_noise(h, layer_noise, scales[scale_index] if layer.random else None)
+            noise_start += count
+            scale_index += layer.random
             if i < len(self.layers) - 1:
                 h = self.activation(h)
         return h
+
+    def shared_head(
+        self, h: Tensor, scales: Sequence[tuple[Tensor, Tensor]] | None = None
+    ) -> SharedHead:
+        """The part of a pass over ``h [s, B, n]`` that does not depend on the noise: the
+        leading deterministic layers and, when their output is shared by all samples (s = 1)
+        and the next layer is random with local sampling, that layer's pre-activation mean
+        and std (one row per data point, where the pass would compute k). ``scales`` as in
+        :meth:`with_noise`."""
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            if layer.random:
+                if layer.sampling is WeightSampling.LOCAL and h.shape[0] == 1:
+                    return SharedHead(i, *layer.moments(h, None if scales is None else scales[0]))
+                return SharedHead(i, h, None)
+            h = layer.with_noise(h, [])
+            if i < last:
+                h = self.activation(h)
+        return SharedHead(len(self.layers), h, None)

@@ -233,3 +233,38 @@ def test_grouped_log_likelihood_is_as_accurate_as_the_float_sum(pixels: int) -> 
     )
     logits[0, 0, 0] = float("nan")
     assert bounds._LOG_LIKELIHOOD_CPU(x, logits)[0].isnan().tolist() == [True] + [False] * 4
+
+
+@pytest.mark.parametrize(
+    ("random_encoder", "random_decoder", "sampling", "hidden", "has_moments"),
+    [
+        (False, False, "local", (3, 2), False),  # iwae: the whole encoder is shared
+        (True, True, "local", (3,), True),  # iwaer: the first layer's mean and std
+        (True, False, "local", (3, 2), True),  # iwaerrec
+        (True, True, "shared", (3,), False),  # shared weights: nothing to share
+    ],
+    ids=["iwae", "iwaer", "iwaerrec", "iwaer-shared"],
+)
+def test_shared_head_computed_once_gives_every_pass_the_same_log_weights(
+    random_encoder: bool,
+    random_decoder: bool,
+    sampling: str,
+    hidden: tuple[int, ...],
+    has_moments: bool,
+) -> None:
+    """The evaluation computes the encoder's noise-free work once per batch and reuses it for
+    every chunk of samples: each chunk's log-weights equal a full pass's."""
+    model = tiny_model(random_encoder, random_decoder, sampling=sampling, hidden=hidden)
+    x = repeat_rows(TINY_X, 3)
+    with torch.no_grad():
+        head = model.shared_head(x)
+        for seed in (0, 1):
+            noise = model.draw_noise(x, 7, torch.Generator().manual_seed(seed))
+            torch.testing.assert_close(
+                model.log_weights_with_noise(x, noise, head=head),
+                model.log_weights_with_noise(x, noise),
+            )
+    n_layers = len(model.encoder.layers)
+    assert head.start == (n_layers if not random_encoder else 0)
+    assert (head.std is not None) == has_moments
+    assert head.h.shape[0] == 1  # one row per data point, not per sample

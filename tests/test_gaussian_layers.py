@@ -240,3 +240,19 @@ def test_the_non_cpu_code_paths_run_forward_and_backward(sampling: str) -> None:
     log_weights.sum().backward()
     assert log_weights.shape == (5, 3) and log_weights.device.type == "meta"
     assert all(p.grad is not None and p.grad.shape == p.shape for p in model.parameters())
+
+
+def test_moments_are_the_analytic_mean_and_std_and_give_the_same_draws() -> None:
+    """``moments``: mean h M + m and std sqrt((h*h)(S*S) + s*s); ``mean + std * eps`` is the
+    layer's own draw for the same eps. Only random layers with local sampling have them."""
+    layer, h = make_layer("local")
+    mean, std = layer.moments(h)
+    expected_mean, expected_var = analytic_moments(layer, h)
+    torch.testing.assert_close(mean[0], expected_mean)
+    torch.testing.assert_close(std[0], expected_var.sqrt())
+    eps = torch.randn(5, 2, 2, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.addcmul(mean, std, eps), layer.with_noise(h, [eps]))
+    for other in (GaussianLinear(3, 2), make_layer("shared")[0]):
+        with pytest.raises(ValueError, match="random layer with local sampling"):
+            other.moments(h)
