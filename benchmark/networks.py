@@ -104,8 +104,8 @@ class GaussianMLP(nn.Module):
         """The part of a pass over ``h [s, B, n]`` that does not depend on the noise: the
         leading deterministic layers and, when their output is shared by all samples (s = 1)
         and the next layer is random with local sampling, that layer's pre-activation mean
-        and std (one row per data point, where the pass would compute k). ``scales`` as in
-        :meth:`with_noise`."""
+        and std (one row per data point, which every pass would compute again). ``scales``
+        as in :meth:`with_noise`."""
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             if layer.random:
