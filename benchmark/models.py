@@ -145,10 +145,11 @@ class ImportanceWeightedAutoencoder(nn.Module):
     def shared_head(
         self, x: Tensor, scales: Sequence[tuple[Tensor, Tensor]] | None = None
     ) -> SharedHead:
-        """The encoder's work on ``x [B, D]`` that all importance samples share (the whole
-        encoder if deterministic, else its first layer's pre-activation mean and std with
-        local sampling): compute it once for many :meth:`log_weights_with_noise` passes over
-        the same ``x``. ``scales`` as there."""
+        """The encoder's work on ``x [B, D]`` that all importance samples share: the whole
+        encoder's output ``[1, B, 2Z]`` if deterministic; with random weights and local
+        sampling, its first layer's pre-activation mean and std ``[1, B, H]``; nothing (``x``
+        itself) with shared sampling. Compute it once for many :meth:`log_weights_with_noise`
+        passes over the same ``x``; ``scales`` as there."""
         n_random = len(self.encoder.random_layers())
         return self.encoder.shared_head(
             x.unsqueeze(0), None if scales is None else scales[:n_random]

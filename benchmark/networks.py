@@ -22,9 +22,10 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
 
 
 class SharedHead(NamedTuple):
-    """The noise-free start of a pass (:meth:`GaussianMLP.shared_head`): layers before
-    ``start`` are done, with output ``h``; or, if ``std`` is given, ``h`` and ``std`` are the
-    mean and std of layer ``start``'s pre-activations, ``[1, B, n]``, whose sample j is
+    """The noise-free start of a pass (:meth:`GaussianMLP.shared_head`). Without ``std``:
+    ``h`` is the input of layer ``start`` (after its predecessor's activation), or the MLP's
+    output if ``start`` is the number of layers. With ``std``: ``h`` and ``std`` are the mean
+    and std of layer ``start``'s pre-activations, ``[1, B, n_out]``, whose sample j is
     ``h + std * eps_j``."""
 
     start: int
@@ -78,10 +79,17 @@ class GaussianMLP(nn.Module):
         """:meth:`forward` given the standard normal noise of :meth:`noise_shapes`, the weight
         scales of :meth:`random_layers` (:func:`weight_scales`, one kernel call for all of
         them; computed here if None) and, if at hand, :meth:`shared_head` of ``h`` (for many
-        passes over the same input; it does not speed up a single pass)."""
+        passes over the same input; it does not speed up a single pass). With a head the pass
+        starts from it rather than from ``h``; ``noise`` and ``scales`` still cover all layers
+        (the head's layers have none)."""
         scales = list(weight_scales(self.random_layers()) if scales is None else scales)
         if head is None:  # the layers' own fused forward and backward take all of it
             head = SharedHead(0, h, None)
+        elif head.h.shape[1] != h.shape[1]:
+            raise ValueError(
+                f"the shared head is for a batch of {head.h.shape[1]} rows, the input has "
+                f"{h.shape[1]}: compute shared_head for this input"
+            )
         h = head.h
         noise_start = scale_index = 0  # the head's layers are deterministic: no noise, no scales
         for i in range(head.start, len(self.layers)):
@@ -93,7 +101,7 @@ class GaussianMLP(nn.Module):
             else:
                 h = layer.with_noise(h, layer_noise, scales[scale_index] if layer.random else None)
             noise_start += count
-            scale_index += layer.random
+            scale_index += int(layer.random)
             if i < len(self.layers) - 1:
                 h = self.activation(h)
         return h
@@ -110,7 +118,8 @@ class GaussianMLP(nn.Module):
         for i, layer in enumerate(self.layers):
             if layer.random:
                 if layer.sampling is WeightSampling.LOCAL and h.shape[0] == 1:
-                    return SharedHead(i, *layer.moments(h, None if scales is None else scales[0]))
+                    first_scales = None if scales is None else scales[0]  # the first random layer
+                    return SharedHead(i, *layer.moments(h, first_scales))
                 return SharedHead(i, h, None)
             h = layer.with_noise(h, [])
             if i < last:

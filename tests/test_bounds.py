@@ -21,6 +21,7 @@ from benchmark.bounds import (
     log_standard_normal,
 )
 from benchmark.evaluate import estimate_log_likelihood
+from benchmark.gaussian_layers import weight_scales
 from tests.conftest import TINY_X, exact_log_marginal, tiny_model
 
 
@@ -239,11 +240,13 @@ def test_grouped_log_likelihood_is_as_accurate_as_the_float_sum(pixels: int) -> 
     ("random_encoder", "random_decoder", "sampling", "hidden", "has_moments"),
     [
         (False, False, "local", (3, 2), False),  # iwae: the whole encoder is shared
+        (False, False, "local", (), False),
         (True, True, "local", (3,), True),  # iwaer: the first layer's mean and std
         (True, False, "local", (3, 2), True),  # iwaerrec
+        (True, False, "local", (), True),  # the head's layer is the encoder's last
         (True, True, "shared", (3,), False),  # shared weights: nothing to share
     ],
-    ids=["iwae", "iwaer", "iwaerrec", "iwaer-shared"],
+    ids=["iwae", "iwae-linear", "iwaer", "iwaerrec", "iwaerrec-linear", "iwaer-shared"],
 )
 def test_shared_head_computed_once_gives_every_pass_the_same_log_weights(
     random_encoder: bool,
@@ -253,17 +256,27 @@ def test_shared_head_computed_once_gives_every_pass_the_same_log_weights(
     has_moments: bool,
 ) -> None:
     """The evaluation computes the encoder's noise-free work once per batch and reuses it for
-    every chunk of samples: each chunk's log-weights equal a full pass's."""
+    every chunk of samples: each chunk's log-weights equal a full pass's, and they come from
+    the head (a changed head changes them)."""
     model = tiny_model(random_encoder, random_decoder, sampling=sampling, hidden=hidden)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("_rho"):  # a different std for every weight
+                parameter.copy_(torch.randn_like(parameter) - 1.0)
     x = repeat_rows(TINY_X, 3)
     with torch.no_grad():
-        head = model.shared_head(x)
+        scales = weight_scales(model.random_layers())
+        head = model.shared_head(x, scales)
         for seed in (0, 1):
             noise = model.draw_noise(x, 7, torch.Generator().manual_seed(seed))
-            torch.testing.assert_close(
-                model.log_weights_with_noise(x, noise, head=head),
-                model.log_weights_with_noise(x, noise),
+            with_head = model.log_weights_with_noise(x, noise, scales, head)
+            torch.testing.assert_close(with_head, model.log_weights_with_noise(x, noise))
+            changed = head._replace(h=head.h + 0.5)
+            assert not torch.allclose(
+                model.log_weights_with_noise(x, noise, scales, changed), with_head
             )
+        with pytest.raises(ValueError, match="compute shared_head for this input"):
+            model.log_weights_with_noise(x[:2], model.draw_noise(x[:2], 7), scales, head)
     n_layers = len(model.encoder.layers)
     assert head.start == (n_layers if not random_encoder else 0)
     assert (head.std is not None) == has_moments

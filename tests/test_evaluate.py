@@ -9,6 +9,7 @@ import torch
 
 from benchmark.evaluate import estimate_log_likelihood, samples_per_chunk
 from benchmark.models import ImportanceWeightedAutoencoder, ModelSpec
+from benchmark.seeding import make_generator
 from tests.conftest import TINY_X, tiny_model
 
 
@@ -56,6 +57,28 @@ def test_estimate_does_not_depend_on_chunking_beyond_sampling_error() -> None:
     diff = whole.per_point - chunked.per_point
     assert not torch.equal(whole.per_point, chunked.per_point)
     assert abs(diff.mean().item()) < 5 * diff.std().item() / math.sqrt(diff.numel())
+
+
+@pytest.mark.parametrize("random_encoder", [False, True], ids=["iwae", "iwaerrec"])
+def test_estimate_is_the_log_mean_weight_over_chunks_of_the_eval_stream(
+    random_encoder: bool,
+) -> None:
+    """Exactly log (1/S) sum_j w_j per point, where chunk c of batch b draws its noise from the
+    stream (seed, "eval", b, c): 2 batches (the last smaller), chunks of 5, 5 and 2 samples."""
+    model = tiny_model(random_encoder, False)
+    x = TINY_X.repeat(2, 1)[:5]
+    got = estimate_log_likelihood(
+        model, x, n_samples=12, batch_size=3, seed=7, progress=False, max_chunk_rows=15
+    )
+    expected = []
+    with torch.no_grad():
+        for b, xb in enumerate(x.split(3)):
+            log_weights = []
+            for c, k in enumerate((5, 5, 2)):
+                noise = model.draw_noise(xb, k, make_generator("cpu", 7, "eval", b, c))
+                log_weights.append(model.log_weights_with_noise(xb, noise))
+            expected.append(torch.logsumexp(torch.cat(log_weights), 0) - math.log(12))
+    torch.testing.assert_close(got.per_point, torch.cat(expected))
 
 
 def test_estimate_is_reproducible_and_seeded() -> None:
