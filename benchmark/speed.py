@@ -571,6 +571,11 @@ def machine(device: torch.device) -> dict[str, Any]:
     return info
 
 
+def progress(message: str) -> None:
+    """One line on stderr per measurement, so a run of several minutes shows where it is."""
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
 def run_benchmark(bc: BenchConfig) -> dict[str, Any]:
     """Every measurement of the module docstring; the returned dict is ``bench.json``."""
     if bc.threads:
@@ -580,10 +585,13 @@ def run_benchmark(bc: BenchConfig) -> dict[str, Any]:
     models = {variant: build_model(bc, variant, device) for variant in VARIANTS}
     images = mnist_test_images(bc, device)
     x = images[: bc.batch]
+    eval_data = images[: bc.eval_points]
     shapes = matmul_shapes(list(models.values()), bc.batch, bc.k)
+    progress(f"peak matmul rate on {device} over {len(shapes)} product shapes")
     matmul = peak_matmul(shapes, bc, device)
     peak = matmul["peak_gflops"]
     noise = measure_noise_rate(normals_drawn(models["iwaer (local)"], bc.batch, bc.k), bc, device)
+    progress(f"training steps: {', '.join(VARIANTS)}")
     steps = measure_steps(models, x, bc, peak)
     result: dict[str, Any] = {
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -594,15 +602,21 @@ def run_benchmark(bc: BenchConfig) -> dict[str, Any]:
         "matmul": matmul,
         "noise": noise,
         "train_steps": steps,
-        "references": measure_references(models, steps, x, bc),
-        "lightning_epoch": measure_lightning_epoch(bc, device),
-        "eval": measure_eval(models, images[: bc.eval_points], bc, peak),
     }
-    result["bf16"] = measure_alternative(models, steps, x, bc, bf16_autocast) if bc.bf16 else []
-    result["compile"] = measure_alternative(models, steps, x, bc, compiled) if bc.compile else []
-    result["eval_compiled"] = (
-        measure_eval(models, images[: bc.eval_points], bc, peak, compile=True) if bc.compile else []
-    )
+    progress("straightforward references")
+    result["references"] = measure_references(models, steps, x, bc)
+    progress(f"{bc.repeats} Lightning epochs of {bc.epoch_model}")
+    result["lightning_epoch"] = measure_lightning_epoch(bc, device)
+    progress(f"evaluation, S = {bc.eval_samples}, {eval_data.shape[0]} points")
+    result["eval"] = measure_eval(models, eval_data, bc, peak)
+    result["bf16"], result["compile"], result["eval_compiled"] = [], [], []
+    if bc.bf16:
+        progress("training steps under bf16 autocast")
+        result["bf16"] = measure_alternative(models, steps, x, bc, bf16_autocast)
+    if bc.compile:
+        progress("training steps and evaluation under torch.compile")
+        result["compile"] = measure_alternative(models, steps, x, bc, compiled)
+        result["eval_compiled"] = measure_eval(models, eval_data, bc, peak, compile=True)
     result["projection"] = project_paper_runs(
         steps, result["lightning_epoch"], result["eval"], result["compile"], result["eval_compiled"]
     )

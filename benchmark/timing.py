@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import os
 import time
 from collections.abc import Callable, Collection
 from pathlib import Path
@@ -14,6 +15,11 @@ from types import TracebackType
 
 import torch
 from torch.profiler import ProfilerActivity, profile
+
+# Kineto, the profiler's backend, logs every profiler start and stop to stderr, and on a
+# machine without a GPU an "ERROR ... gpuGetDeviceCount failed" that is not one; level 6
+# silences it (read when the profiler first starts; a value set by the user wins).
+os.environ.setdefault("KINETO_LOG_LEVEL", "6")
 
 GEMM_OPS = frozenset({"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul"})
 

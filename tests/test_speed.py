@@ -95,8 +95,11 @@ TINY = [
 ]
 
 
-def test_harness_runs_in_a_tiny_configuration(tmp_path, data_dir):
+def test_harness_runs_in_a_tiny_configuration(tmp_path, data_dir, capfd):
     speed.main([*TINY, f"out={tmp_path}", f"data_dir={data_dir}"])
+    stderr = capfd.readouterr().err
+    assert "[bench] training steps" in stderr and "[bench] evaluation" in stderr
+    assert "profiler_start" not in stderr and "gpuGetDeviceCount" not in stderr  # Kineto quiet
     result = json.loads((tmp_path / "bench.json").read_text())
     markdown = (tmp_path / "bench.md").read_text()
 
