@@ -98,9 +98,11 @@ class _LocalReparameterization(torch.autograd.Function):
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         h, h_squared, weight, weight_var, std, eps = ctx.saved_tensors
         with _replay_autocast(ctx.autocast):
-            u = (grad * eps).div_(std)
-            if h.shape[0] != grad.shape[0]:  # the input (and mean, std) broadcast over samples
-                u, grad = u.sum(0, keepdim=True), grad.sum(0, keepdim=True)
+            if h.shape[0] != grad.shape[0]:  # the input (and mean, std) broadcast over samples:
+                u = (grad * eps).sum(0, keepdim=True).div_(std)  # divide once per data point
+                grad = grad.sum(0, keepdim=True)
+            else:
+                u = (grad * eps).div_(std)
             g2d, u2d = grad.reshape(-1, grad.shape[-1]), u.reshape(-1, u.shape[-1])
             h2d, h_squared2d = h.reshape(-1, h.shape[-1]), h_squared.reshape(-1, h.shape[-1])
             grad_h = None
