@@ -52,7 +52,13 @@ from benchmark.noise import standard_normal
 from benchmark.provenance import git_state, package_versions
 from benchmark.reference import LoopIWAER, PlainIWAE
 from benchmark.speed_report import TARGETS, render_markdown
-from benchmark.timing import PeakMemory, profile_ops, seconds_per_call, synchronize
+from benchmark.timing import (
+    PeakMemory,
+    profile_ops,
+    seconds_per_call,
+    seconds_per_call_each,
+    synchronize,
+)
 
 # Model variants measured, as config overrides on top of the benchmark's sizes.
 VARIANTS: dict[str, list[str]] = {
@@ -62,6 +68,8 @@ VARIANTS: dict[str, list[str]] = {
     "iwaerrec": ["model=iwaerrec"],
 }
 PRECISION_VARIANTS = ("iwae", "iwaer (local)", "iwaerrec")  # bf16 and torch.compile
+REFERENCE_PLAIN = "plain PyTorch IWAE"
+REFERENCE_LOOP = "IWAER looping over k samples"
 # Training / test set sizes of the paper's data (PAPER.md section 2), for the projection.
 PAPER_DATASETS = {"mnist": (60_000, 10_000), "omniglot": (24_345, 8_070)}
 
@@ -227,74 +235,82 @@ def time_step(step: Callable[[], None], bc: BenchConfig, device: torch.device) -
     return seconds_per_call(step, device, calls=bc.steps, warmup=bc.warmup, repeats=bc.repeats)
 
 
-def measure_steps(
-    models: dict[str, ImportanceWeightedAutoencoder], x: torch.Tensor, bc: BenchConfig, peak: float
-) -> list[dict[str, Any]]:
-    rows = []
-    for variant, model in models.items():
-        step = train_step(model.bound, list(model.parameters()), x, bc.k)
-        seconds = time_step(step, bc, x.device)
-        flops = train_step_flops(model, bc.batch, bc.k)
-        gemm_bound = flops / (peak * 1e9)
-        target = TARGETS["step_iwae"] if variant == "iwae" else TARGETS["step_random"]
-        rows.append(
-            {
-                "model": variant,
-                "ms": seconds * 1e3,
-                "gflop": flops / 1e9,
-                "gflops": flops / seconds / 1e9,
-                "gemm_bound_ms": gemm_bound * 1e3,
-                "ratio": seconds / gemm_bound,
-                "target": target,
-                "normals": normals_drawn(model, bc.batch, bc.k),
-                "profile": {
-                    **profile_ops(step, x.device, bc.profile_calls, ranges=PROFILER_LABELS),
-                    "gemm_bound_ms": gemm_bound * 1e3,
-                },
-            }
-        )
-    return rows
-
-
-def measure_references(
-    models: dict[str, ImportanceWeightedAutoencoder],
-    steps: list[dict[str, Any]],
-    x: torch.Tensor,
-    bc: BenchConfig,
-) -> list[dict[str, Any]]:
-    """Plain IWAE against ours (target: ours no slower) and the loop-over-samples IWAER against
-    both our sampling modes (target: >= 3x faster); the references use torch's default Adam,
-    as written the obvious way."""
-    device = x.device
-    ms = {row["model"]: row["ms"] for row in steps}
-    plain = PlainIWAE(784, bc.hidden, bc.latent).to(device)
-    loop = LoopIWAER(784, bc.hidden, bc.latent).to(device)
-    out = []
-    for name, reference, ours, target in (
-        ("plain PyTorch IWAE", plain, ["iwae"], TARGETS["vs_plain_iwae"]),
-        (
-            "IWAER looping over k samples",
-            loop,
-            ["iwaer (local)", "iwaer (shared)"],
-            TARGETS["vs_loop_iwaer"],
-        ),
-    ):
-        step = train_step(
+def reference_steps(x: torch.Tensor, bc: BenchConfig) -> dict[str, Callable[[], None]]:
+    """Training steps of the straightforward references (:mod:`benchmark.reference`), with
+    torch's default Adam, as written the obvious way."""
+    plain = PlainIWAE(784, bc.hidden, bc.latent).to(x.device)
+    loop = LoopIWAER(784, bc.hidden, bc.latent).to(x.device)
+    return {
+        name: train_step(
             lambda x, k, g, m=reference: m.bound(x, k),
             list(reference.parameters()),
             x,
             bc.k,
             make_optimizer=torch.optim.Adam,
         )
-        seconds = time_step(step, bc, device)
+        for name, reference in (
+            (REFERENCE_PLAIN, plain),
+            (REFERENCE_LOOP, loop),
+        )
+    }
+
+
+def measure_steps(
+    models: dict[str, ImportanceWeightedAutoencoder], x: torch.Tensor, bc: BenchConfig, peak: float
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The training step of every model and of the references, timed together (their repeats
+    interleaved, :func:`seconds_per_call_each`): rows of the steps and of the references."""
+    steps = {
+        variant: train_step(model.bound, list(model.parameters()), x, bc.k)
+        for variant, model in models.items()
+    }
+    references = reference_steps(x, bc)
+    seconds = seconds_per_call_each(
+        {**steps, **references}, x.device, calls=bc.steps, warmup=bc.warmup, repeats=bc.repeats
+    )
+    rows = []
+    for variant, model in models.items():
+        flops = train_step_flops(model, bc.batch, bc.k)
+        gemm_bound = flops / (peak * 1e9)
+        target = TARGETS["step_iwae"] if variant == "iwae" else TARGETS["step_random"]
+        rows.append(
+            {
+                "model": variant,
+                "ms": seconds[variant] * 1e3,
+                "gflop": flops / 1e9,
+                "gflops": flops / seconds[variant] / 1e9,
+                "gemm_bound_ms": gemm_bound * 1e3,
+                "ratio": seconds[variant] / gemm_bound,
+                "target": target,
+                "normals": normals_drawn(model, bc.batch, bc.k),
+                "profile": {
+                    **profile_ops(
+                        steps[variant], x.device, bc.profile_calls, ranges=PROFILER_LABELS
+                    ),
+                    "gemm_bound_ms": gemm_bound * 1e3,
+                },
+            }
+        )
+    return rows, reference_rows({name: seconds[name] for name in references}, rows)
+
+
+def reference_rows(seconds: dict[str, float], steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Plain IWAE against ours (target: ours no slower) and the loop-over-samples IWAER against
+    both our sampling modes (target: >= 3x faster)."""
+    ms = {row["model"]: row["ms"] for row in steps}
+    out = []
+    for name, ours, target in (
+        (REFERENCE_PLAIN, ["iwae"], TARGETS["vs_plain_iwae"]),
+        (REFERENCE_LOOP, ["iwaer (local)", "iwaer (shared)"], TARGETS["vs_loop_iwaer"]),
+    ):
         for variant in ours:
             out.append(
                 {
                     "reference": name,
                     "model": variant,
-                    "reference_ms": seconds * 1e3,
+                    "reference_ms": seconds[name] * 1e3,
                     "ms": ms[variant],
-                    "speedup": seconds * 1e3 / ms[variant],
+                    "speedup": seconds[name] * 1e3 / ms[variant],
                     "target_speedup": target,
                 }
             )
@@ -591,8 +607,8 @@ def run_benchmark(bc: BenchConfig) -> dict[str, Any]:
     matmul = peak_matmul(shapes, bc, device)
     peak = matmul["peak_gflops"]
     noise = measure_noise_rate(normals_drawn(models["iwaer (local)"], bc.batch, bc.k), bc, device)
-    progress(f"training steps: {', '.join(VARIANTS)}")
-    steps = measure_steps(models, x, bc, peak)
+    progress(f"training steps: {', '.join(VARIANTS)} and the straightforward references")
+    steps, references = measure_steps(models, x, bc, peak)
     result: dict[str, Any] = {
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "config": OmegaConf.to_container(OmegaConf.structured(bc)),
@@ -602,9 +618,8 @@ def run_benchmark(bc: BenchConfig) -> dict[str, Any]:
         "matmul": matmul,
         "noise": noise,
         "train_steps": steps,
+        "references": references,
     }
-    progress("straightforward references")
-    result["references"] = measure_references(models, steps, x, bc)
     progress(f"{bc.repeats} Lightning epochs of {bc.epoch_model}")
     result["lightning_epoch"] = measure_lightning_epoch(bc, device)
     progress(f"evaluation, S = {bc.eval_samples}, {eval_data.shape[0]} points")

@@ -100,7 +100,15 @@ def render_markdown(result: dict[str, Any]) -> str:
     )
     noise = result["noise"]
     ns = noise["ns_per_normal"]
-    lines += ["", "## Training step (forward, backward, Adam)", ""]
+    lines += [
+        "",
+        "## Training step (forward, backward, Adam)",
+        "",
+        f"Time per step: the best of {cfg['repeats']} repeats of {cfg['steps']} steps, the "
+        "repeats of all models and of the references below interleaved, so interference from "
+        "other processes costs one repeat of several paths rather than every repeat of one.",
+        "",
+    ]
     lines += _table(
         ["model", "ms", "GFLOP", "GFLOP/s", "GEMM-bound ms", "ratio", "target", "noise floor ms"],
         [

@@ -9,7 +9,7 @@ import ctypes
 import math
 import os
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -29,22 +29,41 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def seconds_per_call_each(
+    fns: Mapping[str, Callable[[], object]],
+    device: torch.device,
+    calls: int,
+    warmup: int = 1,
+    repeats: int = 3,
+) -> dict[str, float]:
+    """For every fn: the best over ``repeats`` of the mean wall time of ``calls`` back-to-back
+    calls, after ``warmup`` untimed calls. The repeats of several fns are interleaved
+    round-robin, each after one untimed call of its fn to bring its data back into cache, so
+    interference from other processes that lasts a while costs one repeat of several fns,
+    not every repeat of one; the minimum then filters it out."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    synchronize(device)
+    best = dict.fromkeys(fns, math.inf)
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            if len(fns) > 1:
+                fn()
+                synchronize(device)
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            synchronize(device)
+            best[name] = min(best[name], (time.perf_counter() - start) / calls)
+    return best
+
+
 def seconds_per_call(
     fn: Callable[[], object], device: torch.device, calls: int, warmup: int = 1, repeats: int = 3
 ) -> float:
-    """Best over ``repeats`` of the mean wall time of ``calls`` back-to-back calls, after
-    ``warmup`` untimed calls (the minimum filters out interference from other processes)."""
-    for _ in range(warmup):
-        fn()
-    synchronize(device)
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        synchronize(device)
-        best = min(best, (time.perf_counter() - start) / calls)
-    return best
+    """:func:`seconds_per_call_each` of one fn."""
+    return seconds_per_call_each({"fn": fn}, device, calls, warmup, repeats)["fn"]
 
 
 def _proc_status_kib(field: str) -> int | None:

@@ -13,7 +13,7 @@ from benchmark import speed
 from benchmark.flops import forward_flops, train_step_flops
 from benchmark.models import ImportanceWeightedAutoencoder, ModelSpec, NetworkSpec
 from benchmark.speed_report import _at_least, _at_most
-from benchmark.timing import op_name, profile_ops
+from benchmark.timing import op_name, profile_ops, seconds_per_call, seconds_per_call_each
 
 # D = 12 -> 7 -> 5 -> 2 x 2 encoder, 2 -> 5 -> 7 -> 12 decoder, B = 4, k = 3.
 D, HIDDEN, Z, B, K = 12, (7, 5), 2, 4, 3
@@ -205,3 +205,16 @@ def test_a_narrow_miss_never_reads_as_zero_percent():
     assert _at_least(2.995, 3) == "**missed** by 0.17% (target ≥ 3)"
     assert _at_most(1.32, 1.3) == "**missed** by 2% (target ≤ 1.3)"
     assert _at_most(1.3, 1.3) == "met (≤ 1.3)"
+
+
+def test_timed_repeats_of_several_paths_are_interleaved_each_after_an_untimed_call():
+    """Warm-up of every path first; then per repeat one block of calls per path in turn, each
+    block after one untimed call (a single path needs none)."""
+    order: list[str] = []
+    fns = {name: (lambda name=name: order.append(name)) for name in "ab"}
+    seconds = seconds_per_call_each(fns, torch.device("cpu"), calls=2, warmup=1, repeats=2)
+    assert "".join(order) == "ab" + "aaabbb" * 2
+    assert set(seconds) == {"a", "b"} and all(0 < s < 1 for s in seconds.values())
+    order.clear()
+    seconds_per_call(fns["a"], torch.device("cpu"), calls=2, warmup=1, repeats=2)
+    assert "".join(order) == "a" + "aa" * 2
