@@ -238,8 +238,10 @@ def time_step(step: Callable[[], None], bc: BenchConfig, device: torch.device) -
 def reference_steps(x: torch.Tensor, bc: BenchConfig) -> dict[str, Callable[[], None]]:
     """Training steps of the straightforward references (:mod:`benchmark.reference`), with
     torch's default Adam, as written the obvious way."""
-    plain = PlainIWAE(784, bc.hidden, bc.latent).to(x.device)
-    loop = LoopIWAER(784, bc.hidden, bc.latent).to(x.device)
+    references = {
+        REFERENCE_PLAIN: PlainIWAE(784, bc.hidden, bc.latent).to(x.device),
+        REFERENCE_LOOP: LoopIWAER(784, bc.hidden, bc.latent).to(x.device),
+    }
     return {
         name: train_step(
             lambda x, k, g, m=reference: m.bound(x, k),
@@ -248,10 +250,7 @@ def reference_steps(x: torch.Tensor, bc: BenchConfig) -> dict[str, Callable[[], 
             bc.k,
             make_optimizer=torch.optim.Adam,
         )
-        for name, reference in (
-            (REFERENCE_PLAIN, plain),
-            (REFERENCE_LOOP, loop),
-        )
+        for name, reference in references.items()
     }
 
 
@@ -624,7 +623,7 @@ def run_benchmark(bc: BenchConfig) -> dict[str, Any]:
     result["lightning_epoch"] = measure_lightning_epoch(bc, device)
     progress(f"evaluation, S = {bc.eval_samples}, {eval_data.shape[0]} points")
     result["eval"] = measure_eval(models, eval_data, bc, peak)
-    result["bf16"], result["compile"], result["eval_compiled"] = [], [], []
+    result.update(bf16=[], compile=[], eval_compiled=[])  # filled only if measured
     if bc.bf16:
         progress("training steps under bf16 autocast")
         result["bf16"] = measure_alternative(models, steps, x, bc, bf16_autocast)
