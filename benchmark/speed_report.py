@@ -35,14 +35,22 @@ def _at_least(value: float, target: float) -> str:
 
 
 def where_time_goes(profile: dict[str, Any], n: int = 4) -> str:
-    """'matmuls 52% of op time (20.1 ms, 1.10x their GEMM bound); then aten::normal_ 14%
-    (2.1 ms), ...' from :func:`profile_ops` with the profiled call's ``gemm_bound_ms``."""
+    """'1.36x in the profile = matmuls 0.99x + `noise (Philox kernel)` 0.13x + ... + other
+    ops 0.09x (matmuls 73% of op time)': the profiled call's op time as multiples of its
+    ``gemm_bound_ms`` (:func:`profile_ops` with that key added), matmuls first, then the
+    ``n`` costliest other ops, then the rest. A target of r x the GEMM bound leaves r - 1
+    for everything after the first term."""
+    bound, total = profile["gemm_bound_ms"], profile["total_ms_per_call"]
+    gemm_ms = profile["gemm_share"] * total
     others = [op for op in profile["top_ops"] if not op["gemm"]][:n]
-    parts = [f"`{op['op']}` {100 * op['share']:.0f}% ({op['ms_per_call']:.1f} ms)" for op in others]
-    gemm_ms = profile["gemm_share"] * profile["total_ms_per_call"]
+    rest_ms = total - gemm_ms - sum(op["ms_per_call"] for op in others)
+    terms = [f"matmuls {gemm_ms / bound:.2f}x"]
+    terms += [f"`{op['op']}` {op['ms_per_call'] / bound:.2f}x" for op in others]
+    terms.append(f"other ops {rest_ms / bound:.2f}x")
     return (
-        f"matmuls {100 * profile['gemm_share']:.0f}% of op time ({gemm_ms:.1f} ms, "
-        f"{gemm_ms / profile['gemm_bound_ms']:.2f}x their GEMM bound); then " + ", ".join(parts)
+        f"{total / bound:.2f}x in the profile = "
+        + " + ".join(terms)
+        + f" (matmuls {100 * profile['gemm_share']:.0f}% of op time)"
     )
 
 
@@ -133,8 +141,9 @@ def render_markdown(result: dict[str, Any]) -> str:
         "brackets as a multiple of the GEMM bound. A target of r x the GEMM bound leaves "
         "(r - 1) x it for everything but the minimal matmuls, noise included.",
         "",
-        "Where a step's time goes (profiler, self time per step; matmuls above 1x their GEMM "
-        "bound run below the peak rate, as the narrow shapes of the table above do):",
+        "Where a step's time goes, in multiples of its GEMM bound (profiler self time per "
+        "step, whose sum is within a few percent of the timed step; matmuls above 1x run below "
+        "the peak rate, as the narrow shapes of the table above do):",
         "",
     ]
     lines += [f"- {r['model']}: {where_time_goes(r['profile'])}" for r in result["train_steps"]]
@@ -199,7 +208,12 @@ def render_markdown(result: dict[str, Any]) -> str:
             for r in evals
         ],
     )
-    lines += ["", "Where the evaluation's time goes (profiler, one batch of 100 points):", ""]
+    lines += [
+        "",
+        "Where the evaluation's time goes, in multiples of its GEMM bound (profiler self time, "
+        "one batch of points):",
+        "",
+    ]
     lines += [f"- {_eval_label(r)}: {where_time_goes(r['profile'])}" for r in evals]
     if result["bf16"]:
         lines += ["", "## bf16 autocast (training step)", ""]

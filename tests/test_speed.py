@@ -12,7 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmark import speed
 from benchmark.flops import forward_flops, train_step_flops
 from benchmark.models import ImportanceWeightedAutoencoder, ModelSpec, NetworkSpec
-from benchmark.speed_report import _at_least, _at_most
+from benchmark.speed_report import _at_least, _at_most, where_time_goes
 from benchmark.timing import op_name, profile_ops, seconds_per_call, seconds_per_call_each
 
 # D = 12 -> 7 -> 5 -> 2 x 2 encoder, 2 -> 5 -> 7 -> 12 decoder, B = 4, k = 3.
@@ -205,6 +205,23 @@ def test_a_narrow_miss_never_reads_as_zero_percent():
     assert _at_least(2.995, 3) == "**missed** by 0.17% (target ≥ 3)"
     assert _at_most(1.32, 1.3) == "**missed** by 2% (target ≤ 1.3)"
     assert _at_most(1.3, 1.3) == "met (≤ 1.3)"
+
+
+def test_where_time_goes_splits_the_profiled_ratio_into_matmuls_ops_and_the_rest():
+    ops = [("aten::mm", 6.0, True), ("noise", 2.0, False), ("aten::sqrt_", 1.0, False)]
+    profile = {
+        "total_ms_per_call": 10.0,
+        "gemm_share": 0.6,
+        "gemm_bound_ms": 5.0,
+        "top_ops": [{"op": op, "ms_per_call": ms, "gemm": gemm} for op, ms, gemm in ops],
+    }
+    assert where_time_goes(profile) == (
+        "2.00x in the profile = matmuls 1.20x + `noise` 0.40x + `aten::sqrt_` 0.20x"
+        " + other ops 0.20x (matmuls 60% of op time)"
+    )
+    assert where_time_goes(profile, n=1).endswith(
+        "`noise` 0.40x + other ops 0.40x (matmuls 60% of op time)"
+    )
 
 
 def test_timed_repeats_of_several_paths_are_interleaved_each_after_an_untimed_call():
