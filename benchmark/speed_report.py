@@ -36,7 +36,7 @@ def _at_least(value: float, target: float) -> str:
 
 def where_time_goes(profile: dict[str, Any], n: int = 4) -> str:
     """'1.36x in the profile = matmuls 0.99x + `noise (Philox kernel)` 0.13x + ... + other
-    ops 0.09x (matmuls 73% of op time)': the profiled call's op time as multiples of its
+    ops 0.11x (matmuls 73% of op time)': the profiled call's op time as multiples of its
     ``gemm_bound_ms`` (:func:`profile_ops` with that key added), matmuls first, then the
     ``n`` costliest other ops, then the rest. A target of r x the GEMM bound leaves r - 1
     for everything after the first term."""
@@ -142,8 +142,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         "(r - 1) x it for everything but the minimal matmuls, noise included.",
         "",
         "Where a step's time goes, in multiples of its GEMM bound (profiler self time per "
-        "step, whose sum is within a few percent of the timed step; matmuls above 1x run below "
-        "the peak rate, as the narrow shapes of the table above do):",
+        "step; the profiled total comes first, to hold against the timed ratio above; matmuls "
+        "above 1x run below the peak rate, as the narrow shapes of the table above do):",
         "",
     ]
     lines += [f"- {r['model']}: {where_time_goes(r['profile'])}" for r in result["train_steps"]]
