@@ -8,11 +8,12 @@ PRESET ?= paper
 MODELS ?= iwae,iwaer,iwaerrec
 DATASETS ?= mnist,omniglot
 SEEDS ?= 0-4
-RESULTS ?= results
+RESULTS ?= results/$(PRESET)
 LAUNCHER ?= basic
 ARGS ?=
 
-.PHONY: install test test-slow smoke bench lint format clean reproduce-table1 table1
+.PHONY: install test test-slow smoke bench lint format clean reproduce-table1 table1 \
+	protocol-study claim-study
 
 install: $(STAMP)
 
@@ -47,6 +48,20 @@ reproduce-table1: install
 
 table1: install
 	$(BIN)/python -m benchmark.aggregate $(RESULTS)
+
+# The studies of results/protocol_study.md and results/claim_study.md (resumable, as above).
+protocol-study: install
+	$(BIN)/python -m benchmark.prepare_data mnist,omniglot_images
+	$(BIN)/python -m benchmark.prepare_data mnist dataset.binarization=static
+	$(BIN)/python run.py -m experiment=protocol_study $(ARGS)
+	$(BIN)/python run.py -m experiment=protocol_study dataset=omniglot_images \
+		dataset.binarization=dynamic $(ARGS)
+
+claim-study: install
+	$(BIN)/python -m benchmark.prepare_data mnist dataset.binarization=static
+	$(BIN)/python run.py -m experiment=generalization $(ARGS)
+	$(BIN)/python run.py -m experiment=generalization_init_std $(ARGS)
+	$(BIN)/python -m benchmark.aggregate results/generalization
 
 lint: install
 	$(BIN)/ruff check .

@@ -7,6 +7,11 @@ Reads every ``result.json`` under ``results_dir`` (default ``results/``) and wri
 results directory). Results of different protocols are never averaged together: a *protocol*
 is everything in the run's ``protocol_config`` except the model section, and within a
 protocol each distinct model section (name, k, weight sampling, initial std) is its own row.
+
+Each model is compared with IWAE two ways: over seeds (Welch's t-test on the per-seed means:
+is the difference larger than training's seed-to-seed variation?) and paired over test points
+(the per-point estimates of ``test_ll_per_point.pt``, averaged over each model's seeds, then
+differenced point by point: how large and how consistent is it across the test set?).
 """
 
 from __future__ import annotations
@@ -25,10 +30,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from scipy import stats
+from torch import Tensor
 
 log = logging.getLogger(__name__)
 
+PER_POINT_FILE = "test_ll_per_point.pt"  # written by benchmark.experiment
 FULL_SEEDS = 5
 BASELINE = "iwae"
 PAPER_ORDER = ("iwaer", "iwaerrec", "iwae")  # the paper's claim: IWAER > IWAERrec > IWAE
@@ -120,6 +128,18 @@ class Cell:
 
 
 @dataclass
+class PairedDifference:
+    """``d_i = mean_seeds log p_A(x_i) - mean_seeds log p_B(x_i)`` over the test points i:
+    its mean (the difference of the cell means when every seed has every point), standard
+    error over points, and the fraction of points where A is higher."""
+
+    mean: float
+    se: float
+    fraction_better: float
+    n_points: int
+
+
+@dataclass
 class Comparison:
     """``model - baseline`` within one data set and protocol, with Welch's t-test."""
 
@@ -134,6 +154,7 @@ class Comparison:
     n: int
     n_baseline: int
     paper_difference: float | None
+    paired: PairedDifference | None = None
 
 
 def load_results(results_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
@@ -218,6 +239,37 @@ def groups(cells: list[Cell]) -> dict[tuple[str, str], list[Cell]]:
     return dict(grouped)
 
 
+def seed_mean_per_point(cell: Cell) -> Tensor | None:
+    """The per-point estimates ``[n_test]`` averaged over the cell's seeds; None if a run has
+    no readable per-point file or the runs' test sets differ in size."""
+    values = []
+    for run_dir in cell.run_dirs:
+        path = Path(run_dir) / PER_POINT_FILE
+        try:
+            values.append(torch.load(path, weights_only=True).double())
+        except (OSError, RuntimeError, EOFError) as err:
+            log.warning(
+                "no paired comparison for %s: %s is unreadable (%s)", cell.variant, path, err
+            )
+            return None
+    if len({v.shape for v in values}) != 1:
+        return None
+    return torch.stack(values).mean(0)
+
+
+def paired_difference(cell: Cell, base: Cell) -> PairedDifference | None:
+    a, b = seed_mean_per_point(cell), seed_mean_per_point(base)
+    if a is None or b is None or a.shape != b.shape or a.numel() < 2:
+        return None
+    d = a - b
+    return PairedDifference(
+        mean=d.mean().item(),
+        se=d.std().item() / math.sqrt(d.numel()),
+        fraction_better=(d > 0).double().mean().item(),
+        n_points=d.numel(),
+    )
+
+
 def compare(cells: list[Cell]) -> list[Comparison]:
     """Every non-baseline model of a group against every IWAE variant of the same group."""
     out = []
@@ -245,6 +297,7 @@ def compare(cells: list[Cell]) -> list[Comparison]:
                         cell.n,
                         base.n,
                         paper[0] - paper_base[0] if paper and paper_base else None,
+                        paired_difference(cell, base),
                     )
                 )
     return out
@@ -315,11 +368,24 @@ def render_markdown(
             )
         group_cmp = [x for x in comparisons if (x.dataset, x.protocol_id) == (dataset, protocol_id)]
         if group_cmp:
-            lines += ["", "| comparison | ours | Welch p | paper |", "| --- | --- | --- | --- |"]
+            lines += [
+                "",
+                "| comparison | ours, over seeds | Welch p | paired over test points | "
+                "points higher | paper |",
+                "| --- | --- | --- | --- | --- | --- |",
+            ]
             for x in group_cmp:
+                pair = x.paired
+                paired = (
+                    f"{_fmt(pair.mean, sign=True)} ± {_fmt(pair.se)} (n={pair.n_points})"
+                    if pair
+                    else "—"
+                )
+                higher = f"{100 * pair.fraction_better:.1f}%" if pair else "—"
                 lines.append(
                     f"| {x.variant} - {x.baseline_variant} | {_fmt(x.difference, sign=True)} ± "
-                    f"{_fmt(x.se)} | {_p(x.p_value)} | {_fmt(x.paper_difference, sign=True)} |"
+                    f"{_fmt(x.se)} | {_p(x.p_value)} | {paired} | {higher} | "
+                    f"{_fmt(x.paper_difference, sign=True)} |"
                 )
         for o in orderings:
             if (o["dataset"], o["protocol_id"]) == (dataset, protocol_id):

@@ -1,4 +1,5 @@
-"""Lightning callbacks: weight-std statistics and image grids of samples and reconstructions."""
+"""Lightning callbacks: weight-std statistics, the test log-likelihood monitored during training,
+and image grids of samples and reconstructions."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 from pytorch_lightning.loggers import WandbLogger
 from torchvision.utils import make_grid, save_image
 
+from benchmark.evaluate import estimate_log_likelihood
 from benchmark.seeding import make_generator
 
 
@@ -26,6 +28,44 @@ class WeightStdMonitor(pl.Callback):
                 )
         if stats:
             pl_module.log_dict(stats, on_step=False, on_epoch=True)
+
+
+class TestLogLikelihoodMonitor(pl.Callback):
+    """``test/ll_monitor`` every ``every_n_epochs`` epochs: the S-sample estimate of
+    mean log p(x) (:func:`~benchmark.evaluate.estimate_log_likelihood`, S = ``n_samples``) on
+    the first ``n_points`` of the fixed monitor order of the test split
+    (:meth:`~datamodules.base.BinaryImageDataModule.monitor_points`), with the same evaluation
+    noise at every epoch, so that its trajectory shows the model's change and not the noise's.
+    It draws from its own streams: training is the same with or without it."""
+
+    def __init__(
+        self,
+        every_n_epochs: int,
+        n_points: int,
+        n_samples: int,
+        batch_size: int = 100,
+        memory_cap_gib: float = 2.0,
+        max_chunk_rows: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.every_n_epochs, self.n_points, self.n_samples = every_n_epochs, n_points, n_samples
+        self.batch_size, self.memory_cap_gib = batch_size, memory_cap_gib
+        self.max_chunk_rows, self.seed = max_chunk_rows, seed
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        estimate = estimate_log_likelihood(
+            pl_module.net,
+            trainer.datamodule.monitor_points(self.n_points),
+            n_samples=self.n_samples,
+            batch_size=self.batch_size,
+            memory_cap_gib=self.memory_cap_gib,
+            seed=self.seed,
+            progress=False,
+            max_chunk_rows=self.max_chunk_rows,
+        )
+        pl_module.log("test/ll_monitor", estimate.mean, on_step=False, on_epoch=True)
 
 
 class ImageGrids(pl.Callback):

@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import platform
+import shlex
 import time
 import warnings
 from pathlib import Path
@@ -19,13 +20,14 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from filelock import FileLock, Timeout
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
 
 from benchmark.allocator import retain_freed_memory
-from benchmark.callbacks import ImageGrids, WeightStdMonitor
+from benchmark.callbacks import ImageGrids, TestLogLikelihoodMonitor, WeightStdMonitor
 from benchmark.checkpointing import AtomicCheckpointIO
 from benchmark.evaluate import estimate_log_likelihood
 from benchmark.lightning_module import IWAELitModule
@@ -76,6 +78,18 @@ def build_trainer(cfg: DictConfig, run_dir: Path | None = None) -> pl.Trainer:
     """Trainer with the configured loggers; with ``run_dir``, also checkpoints and image grids."""
     loggers = [instantiate(conf) for conf in (cfg.get("logger") or {}).values()]
     callbacks: list[pl.Callback] = [WeightStdMonitor()]
+    if cfg.eval.test_ll_every_n_epochs:
+        callbacks.append(
+            TestLogLikelihoodMonitor(
+                cfg.eval.test_ll_every_n_epochs,
+                n_points=cfg.eval.test_ll_points,
+                n_samples=cfg.eval.test_ll_samples,
+                batch_size=cfg.eval.batch_size,
+                memory_cap_gib=cfg.eval.memory_cap_gib,
+                max_chunk_rows=cfg.eval.max_chunk_rows,
+                seed=cfg.eval.seed,
+            )
+        )
     if run_dir is not None:
         callbacks += [
             # One file, overwritten (atomically) every n epochs: the latest state to resume.
@@ -100,6 +114,14 @@ def build_trainer(cfg: DictConfig, run_dir: Path | None = None) -> pl.Trainer:
         check_val_every_n_epoch=max(every, 1),
         limit_val_batches=val_batches,
     )
+
+
+def rerun_command() -> str | None:
+    """The ``run.py`` command that reruns this job alone (its Hydra overrides, sweep values
+    included), or None outside a Hydra job."""
+    if not HydraConfig.initialized():
+        return None
+    return shlex.join(["python", "run.py", *HydraConfig.get().overrides.task])
 
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
@@ -226,6 +248,7 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "protocol": protocol_choices(cfg),
         "protocol_config": protocol_config(cfg),
         "config": OmegaConf.to_container(cfg, resolve=True),
+        "command": rerun_command(),
         "versions": package_versions(),
         "git": git_state(),
         "machine": {

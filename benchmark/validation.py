@@ -66,11 +66,13 @@ def validate(cfg: DictConfig) -> None:
     for key in ("dataset.train_subset", "dataset.test_subset"):
         if cfg_get(cfg, key) is not None:
             _positive_int(cfg, key)
-    every = cfg.eval.test_bound_every_n_epochs
-    if isinstance(every, bool) or not isinstance(every, int) or every < 0:
-        raise ConfigError(
-            f"eval.test_bound_every_n_epochs must be 0 (off) or a positive integer, got {every!r}"
-        )
+    for key in ("eval.test_bound_every_n_epochs", "eval.test_ll_every_n_epochs"):
+        every = cfg_get(cfg, key)
+        if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+            raise ConfigError(f"{key} must be 0 (off) or a positive integer, got {every!r}")
+    if cfg.eval.test_ll_every_n_epochs:
+        _positive_int(cfg, "eval.test_ll_points")
+        _positive_int(cfg, "eval.test_ll_samples")
     if not isinstance(cfg.compile, bool):
         raise ConfigError(f"compile must be true or false, got {cfg.compile!r}")
     _positive_int(cfg, "checkpoint.every_n_epochs")

@@ -11,6 +11,12 @@ section 3):
 
 The test split is binarized once from ``test_binarization_seed`` (dynamic), independent of the
 run's seed, so every model and seed is scored on identical data.
+
+``train_subset`` / ``test_subset`` keep a fixed random subset of N images of a split (the same
+for every model, seed and machine: drawn from torch's CPU stream ``(0, "subset", split)``),
+never its first N: Larochelle's test file is sorted by digit and Omniglot's images by
+alphabet. The quantities monitored during training (``test/bound``, ``test/ll_monitor``) use
+the first points of one fixed random order of the test split (:meth:`monitor_points`).
 """
 
 from __future__ import annotations
@@ -32,6 +38,16 @@ class Binarization(str, Enum):
     DYNAMIC = "dynamic"
     STATIC = "static"
     NONE = "none"
+
+
+def fixed_subset(data: Tensor, n: int | None, split: str) -> Tensor:
+    """``n`` rows of ``data [N, D]`` drawn without replacement by a fixed permutation (kept in
+    their original order); all rows if ``n`` is None or at least N."""
+    if n is None or n >= data.shape[0]:
+        return data
+    generator = make_generator("cpu", 0, "subset", split)
+    rows = torch.randperm(data.shape[0], generator=generator)[:n].sort().values
+    return data[rows]
 
 
 def binarize(intensities: Tensor, uniforms: Tensor) -> Tensor:
@@ -106,10 +122,8 @@ class BinaryImageDataModule(pl.LightningDataModule):
                 # torch's own CPU stream: the same test set on every machine and version.
                 generator = make_generator("cpu", self.test_binarization_seed, "test-binarization")
                 test = binarize(test, torch.rand(test.shape, generator=generator))
-        if self.train_subset is not None:
-            train = train[: self.train_subset]
-        if self.test_subset is not None:
-            test = test[: self.test_subset]
+        train = fixed_subset(train, self.train_subset, "train")
+        test = fixed_subset(test, self.test_subset, "test")
         device = self._device()
         self.train_data = train.contiguous().to(device)
         self.test_data = test.contiguous().to(device)
@@ -129,11 +143,19 @@ class BinaryImageDataModule(pl.LightningDataModule):
             seed=self.seed,
         )
 
-    def val_dataloader(self) -> DataLoader:
-        """The test split in order (for the test bound logged during training)."""
+    def monitor_points(self, n: int | None = None) -> Tensor:
+        """The first ``n`` (all if None) test points in a fixed random order: the points the
+        quantities monitored during training are computed on, the same for every run."""
         self.setup()
+        generator = make_generator("cpu", 0, "monitor-order")
+        order = torch.randperm(self.test_data.shape[0], generator=generator)[:n]
+        return self.test_data[order.to(self.test_data.device)]
+
+    def val_dataloader(self) -> DataLoader:
+        """The test split in :meth:`monitor_points` order (``test/bound`` during training uses
+        its first batches)."""
         return device_loader(
-            self.test_data, self.batch_size, shuffle=False, drop_last=False, seed=self.seed
+            self.monitor_points(), self.batch_size, shuffle=False, drop_last=False, seed=self.seed
         )
 
     def on_after_batch_transfer(self, batch: Tensor, dataloader_idx: int) -> Tensor:

@@ -57,6 +57,45 @@ def test_test_binarization_is_fixed_across_instances_and_run_seeds(data_dir: Pat
     assert not torch.equal(a.test_data, c.test_data)
 
 
+def test_subsets_are_fixed_random_draws_not_the_first_rows(data_dir: Path) -> None:
+    """Larochelle's test file is sorted by digit (zeros first, more ink than the average), so
+    its first 1,000 rows are a biased sample; a fixed random subset is not."""
+    full = MNISTDataModule(data_dir=data_dir, binarization="static")
+    full.setup()
+    subsets = [
+        MNISTDataModule(
+            data_dir=data_dir, binarization="static", seed=s, train_subset=1000, test_subset=1000
+        )
+        for s in (0, 3)
+    ]
+    for dm in subsets:
+        dm.setup()
+    a, b = subsets
+    assert torch.equal(a.test_data, b.test_data) and torch.equal(a.train_data, b.train_data)
+    assert a.test_data.shape == (1000, 784) and a.train_data.shape == (1000, 784)
+    assert not torch.equal(a.test_data, full.test_data[:1000])
+    # Every subset row is a row of the split (kept in order): the subset's rows match the full
+    # split's rows at increasing positions.
+    matches = (a.test_data @ full.test_data.T) == (a.test_data.sum(1, keepdim=True))
+    matches &= full.test_data.sum(1) == a.test_data.sum(1, keepdim=True)
+    assert matches.any(1).all()
+    overall = full.test_data.mean().item()
+    assert abs(full.test_data[:1000].mean().item() - overall) > 0.03  # the sorted head
+    assert abs(a.test_data.mean().item() - overall) < 0.006  # ~5 standard errors
+
+
+def test_monitor_points_are_one_fixed_order_of_the_test_split(data_dir: Path) -> None:
+    a = MNISTDataModule(data_dir=data_dir, binarization="static", seed=0)
+    b = MNISTDataModule(data_dir=data_dir, binarization="static", seed=5)
+    first = a.monitor_points(300)
+    assert torch.equal(first, b.monitor_points(300))
+    assert torch.equal(a.monitor_points(1000)[:300], first)
+    assert torch.equal(a.monitor_points().sum(0), a.test_data.sum(0))  # a permutation
+    (loader_head, *_) = a.val_dataloader()
+    assert torch.equal(loader_head, first[:100])
+    assert abs(first.mean().item() - a.test_data.mean().item()) < 0.008
+
+
 def test_mnist_static_is_larochelles_binarization(data_dir: Path) -> None:
     dm = MNISTDataModule(data_dir=data_dir, binarization="static")
     dm.setup()
