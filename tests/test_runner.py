@@ -94,10 +94,10 @@ def test_seed_range_expands_to_the_right_jobs_in_hydra() -> None:
     }
 
 
-@pytest.mark.parametrize("launcher", ["basic", "joblib", "submitit_slurm", "submitit_local"])
 EXPERIMENTS = sorted(p.stem for p in (REPO_ROOT / "conf" / "experiment").glob("*.yaml"))
 
 
+@pytest.mark.parametrize("launcher", ["basic", "joblib", "submitit_slurm", "submitit_local"])
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 @pytest.mark.parametrize("logger", ["csv", "wandb"])
 def test_presets_launchers_and_loggers_compose(launcher: str, experiment: str, logger: str) -> None:
