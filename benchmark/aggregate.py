@@ -304,15 +304,17 @@ def compare(cells: list[Cell]) -> list[Comparison]:
 
 
 def ordering(cells: list[Cell]) -> list[dict[str, Any]]:
-    """Whether the paper's IWAER > IWAERrec > IWAE holds in each group (by mean)."""
+    """Whether the paper's IWAER > IWAERrec > IWAE holds in each group (by mean). Where a
+    model has several variants (say, a sweep of its initial std), the one with the most seeds
+    stands for it (ties: the first in table order), and the verdict names the variants used."""
     out = []
     for (dataset, protocol_id), members in groups(cells).items():
         by_model: dict[str, list[Cell]] = defaultdict(list)
         for cell in members:
             by_model[cell.model].append(cell)
-        if not all(len(by_model[m]) == 1 for m in PAPER_ORDER):
+        if not all(by_model[m] for m in PAPER_ORDER):
             continue
-        chain = [by_model[m][0] for m in PAPER_ORDER]
+        chain = [max(by_model[m], key=lambda c: c.n) for m in PAPER_ORDER]
         out.append(
             {
                 "dataset": dataset,
@@ -320,6 +322,7 @@ def ordering(cells: list[Cell]) -> list[dict[str, Any]]:
                 "holds": all(a.mean > b.mean for a, b in itertools.pairwise(chain)),
                 "complete": all(c.complete for c in chain),
                 "means": {c.model: c.mean for c in chain},
+                "variants": [c.variant for c in chain],
             }
         )
     return out
@@ -392,6 +395,8 @@ def render_markdown(
                 verdict = "holds" if o["holds"] else "does not hold"
                 note = "" if o["complete"] else " (incomplete cells)"
                 lines += ["", f"Paper's ordering IWAER > IWAERrec > IWAE: **{verdict}**{note}."]
+                if len(o["variants"]) < sum(c.model in PAPER_ORDER for c in members):
+                    lines[-1] += f" Variants compared: {', '.join(o['variants'])}."
     if not cells:
         lines += ["", "No results found."]
     return "\n".join(lines) + "\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,13 +25,20 @@ def _group_cells(cells: list[Cell]) -> dict[tuple[str, str], list[Cell]]:
     return groups(cells)
 
 
+def protocol_title(cell: Cell, width: int = 48) -> str:
+    """The data set and its protocol in words (binarization, epochs, S, network, subsets), then
+    the protocol id, wrapped to fit a panel."""
+    text = f"{cell.dataset}: {cell.protocol_label} [{cell.protocol_id}]"
+    return "\n".join(textwrap.wrap(text, width))
+
+
 def table1_figure(cells: list[Cell], path: Path) -> None:
     """Per data set and protocol: each model's mean ± SE beside the paper's value."""
     grouped = _group_cells(cells)
     fig, axes = plt.subplots(
         1, max(len(grouped), 1), figsize=(4.5 * max(len(grouped), 1), 4), squeeze=False
     )
-    for ax, ((dataset, protocol_id), members) in zip(axes[0], grouped.items(), strict=False):
+    for ax, members in zip(axes[0], grouped.values(), strict=False):
         xs = range(len(members))
         ax.errorbar(
             xs,
@@ -52,7 +60,7 @@ def table1_figure(cells: list[Cell], path: Path) -> None:
                 label="paper",
             )
         ax.set_xticks(list(xs), [f"{c.model}\nn={c.n}" for c in members])
-        ax.set_title(f"{dataset} [{protocol_id}]", fontsize=10)
+        ax.set_title(protocol_title(members[0]), fontsize=8)
         ax.set_ylabel("test log-likelihood (nats)")
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -85,7 +93,7 @@ def curves_figure(cells: list[Cell], path: Path) -> None:
     fig, axes = plt.subplots(
         1, max(len(grouped), 1), figsize=(5 * max(len(grouped), 1), 4), squeeze=False
     )
-    for ax, ((dataset, protocol_id), members) in zip(axes[0], grouped.items(), strict=False):
+    for ax, members in zip(axes[0], grouped.values(), strict=False):
         for i, cell in enumerate(members):
             color = f"C{i}"
             for metric, style in (("train/bound", "-"), ("test/bound", "--")):
@@ -109,7 +117,7 @@ def curves_figure(cells: list[Cell], path: Path) -> None:
                     color=color,
                     alpha=0.2,
                 )
-        ax.set_title(f"{dataset} [{protocol_id}]", fontsize=10)
+        ax.set_title(protocol_title(members[0], width=56), fontsize=8)
         ax.set_xlabel("epoch")
         ax.set_ylabel("bound L_k (nats)")
         if ax.get_legend_handles_labels()[0]:
@@ -131,7 +139,7 @@ def samples_figure(cells: list[Cell], path: Path) -> None:
     for ax, (cell, png) in zip(axes.flat, shown, strict=False):
         ax.imshow(mpimg.imread(png), cmap="gray")
         ax.set_title(
-            f"{cell.dataset} {cell.model}\nseed {min(cell.seeds)} [{cell.protocol_id}]", fontsize=8
+            f"{cell.model}, seed {min(cell.seeds)}\n{protocol_title(cell, width=40)}", fontsize=7
         )
     if not shown:
         axes[0, 0].text(0.5, 0.5, "no samples.png in the run directories", ha="center")

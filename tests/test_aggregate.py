@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 from scipy import stats
 
 from benchmark.aggregate import aggregate, main
@@ -41,6 +42,8 @@ def write_result(
     test_ll: float,
     binarization: str = "dynamic",
     curve: list[float] | None = None,
+    per_point: list[float] | None = None,
+    init_std: float = 0.05,
 ) -> Path:
     random = model in ("iwaer", "iwaerrec")
     model_section = {
@@ -48,7 +51,7 @@ def write_result(
         "k": 25,
         "random_encoder": random,
         "random_decoder": model == "iwaer",
-        "init_std": 0.05,
+        "init_std": init_std,
         "weight_sampling": "local",
     }
     result = {
@@ -65,9 +68,11 @@ def write_result(
             "eval": {"n_samples": 2000, "seed": 0},
         },
     }
-    run_dir = root / dataset / model / binarization / f"seed_{seed}"
+    run_dir = root / dataset / model / binarization / f"s0_{init_std}" / f"seed_{seed}"
     run_dir.mkdir(parents=True)
     (run_dir / "result.json").write_text(json.dumps(result))
+    if per_point is not None:
+        torch.save(torch.tensor(per_point, dtype=torch.float64), run_dir / "test_ll_per_point.pt")
     if curve:
         (run_dir / "csv" / "version_0").mkdir(parents=True)
         rows = ["epoch,step,train/bound,test/bound"]
@@ -165,6 +170,52 @@ def test_ordering_of_the_paper_is_checked(results: Path, tmp_path: Path) -> None
     (mnist,) = [o for o in payload["ordering"] if o["dataset"] == "mnist"]
     assert mnist["holds"] is False
     assert "does not hold" in (tmp_path / "out" / "table1.md").read_text()
+
+
+def test_paired_differences_over_test_points_are_exact(tmp_path: Path) -> None:
+    """Per point: the mean over a model's seeds, minus the baseline's; then mean, SE over
+    points and the share of points where the model is higher."""
+    root = tmp_path / "results"
+    iwae = [[-100.0, -90.0, -80.0, -70.0], [-102.0, -88.0, -80.0, -74.0]]
+    iwaer = [[-99.0, -91.0, -79.0, -69.0], [-99.0, -89.0, -78.0, -69.0], [-99.0, -88, -77, -72]]
+    for model, runs in (("iwae", iwae), ("iwaer", iwaer)):
+        for seed, values in enumerate(runs):
+            write_result(root, "mnist", model, seed, statistics.fmean(values), per_point=values)
+    payload = aggregate(root, tmp_path / "out", figures=False)
+    (x,) = payload["comparisons"]
+    f64 = torch.float64
+    d = torch.tensor(iwaer, dtype=f64).mean(0) - torch.tensor(iwae, dtype=f64).mean(0)
+    assert x["paired"]["mean"] == pytest.approx(d.mean().item(), abs=1e-12)
+    assert x["paired"]["mean"] == pytest.approx(x["difference"], abs=1e-12)
+    assert x["paired"]["se"] == pytest.approx(statistics.stdev(d.tolist()) / 2, abs=1e-12)
+    assert x["paired"]["fraction_better"] == 0.75 and x["paired"]["n_points"] == 4
+    assert "75.0%" in (tmp_path / "out" / "table1.md").read_text()
+
+
+def test_runs_without_per_point_files_have_no_paired_comparison(
+    results: Path, tmp_path: Path
+) -> None:
+    payload = aggregate(results, tmp_path / "out", figures=False)
+    assert all(x["paired"] is None for x in payload["comparisons"])
+
+
+def test_ordering_uses_the_variant_with_most_seeds(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    for seed in range(5):
+        write_result(root, "mnist", "iwae", seed, -100.0 - seed)
+        write_result(root, "mnist", "iwaerrec", seed, -99.0 - seed)
+        write_result(root, "mnist", "iwaer", seed, -98.0 - seed)
+    for seed in range(3):  # a worse initial std with fewer seeds: not the one compared
+        write_result(root, "mnist", "iwaer", seed, -130.0, init_std=0.5)
+    payload = aggregate(root, tmp_path / "out", figures=False)
+    (o,) = payload["ordering"]
+    assert o["holds"] is True and o["complete"] is True
+    assert o["variants"][0] == "iwaer (k=25, local, s0=0.05)"
+    assert len([x for x in payload["comparisons"] if x["model"] == "iwaer"]) == 2
+    assert (
+        "Variants compared: iwaer (k=25, local, s0=0.05)"
+        in (tmp_path / "out" / "table1.md").read_text()
+    )
 
 
 def test_corrupt_and_partial_files_are_skipped_with_a_warning(

@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +17,10 @@ import torch
 from pytorch_lightning.loggers import CSVLogger
 
 from benchmark.config import CONFIG_DIR, compose_config
+from benchmark.evaluate import estimate_log_likelihood
 from benchmark.experiment import build_datamodule, build_module, build_trainer, train_and_evaluate
-from benchmark.lightning_module import TrainingDivergedError
+from benchmark.lightning_module import IWAELitModule, TrainingDivergedError
+from benchmark.metrics_log import read_epoch_metrics
 from benchmark.validation import validate
 from tests.conftest import REPO_ROOT
 
@@ -138,6 +141,15 @@ def test_run_py_smoke_writes_a_complete_result(tmp_path: Path, data_dir: Path) -
     assert result["dataset"] == "mnist" and result["model"] == "iwaerrec" and result["seed"] == 0
     assert -300 < result["test_ll"] < -80 and 0 < result["test_ll_se"] < 10
     assert result["n_test"] == 500 and result["eval_samples"] == 100 and result["epochs"] == 1
+    assert shlex.split(result["command"]) == [
+        "python",
+        "run.py",
+        "experiment=smoke",
+        "model=iwaerrec",
+        f"results_dir={tmp_path}",
+        "trainer.enable_progress_bar=false",
+        "eval.progress=false",
+    ]
     assert result["config"]["model"]["random_encoder"] is True
     protocol = result["protocol"]
     assert protocol["binarization"] == "dynamic" and protocol["nonlinearity"] == "tanh"
@@ -258,3 +270,52 @@ def test_every_compiled_run_of_a_one_process_sweep_is_compiled(
         )
         train_and_evaluate(cfg, tmp_path / str(i))
     assert not [r for r in caplog.records if "recompile_limit" in r.getMessage()]
+
+
+def test_test_ll_monitor_is_the_estimate_on_the_monitor_points_and_leaves_training_alone(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """test/ll_monitor at epochs 2 and 4 of 4; at the last it equals the S-sample estimate of
+    the trained model on the first monitor points; with the monitor off, training is the same."""
+    overrides = (
+        "model=iwaer",
+        "network.hidden=[32]",
+        "dataset.train_subset=300",
+        "dataset.test_subset=200",
+        "trainer.max_epochs=4",
+        "eval.n_samples=20",
+        "eval.test_ll_points=150",
+        "eval.test_ll_samples=30",
+        "eval.seed=3",
+    )
+    metrics, results, run_dirs = {}, {}, {}
+    for every in (2, 0):
+        cfg = compose_config(
+            [
+                f"results_dir={tmp_path / str(every)}",
+                f"data_dir={data_dir}",
+                "experiment=smoke",
+                *QUIET[:2],  # CSV logger on
+                *overrides,
+                f"eval.test_ll_every_n_epochs={every}",
+            ]
+        )
+        run_dir = run_dirs[every] = Path(cfg.run_dir)
+        results[every] = train_and_evaluate(cfg, run_dir)
+        metrics[every] = read_epoch_metrics(run_dir)
+    monitored = {e: v["test/ll_monitor"] for e, v in metrics[2].items() if "test/ll_monitor" in v}
+    assert sorted(monitored) == [1, 3]  # 0-based epochs: after epochs 2 and 4
+    assert not any("test/ll_monitor" in v for v in metrics[0].values())
+    for e in range(4):
+        assert metrics[2][e]["train/bound"] == metrics[0][e]["train/bound"]
+    assert results[2]["test_ll"] == results[0]["test_ll"]
+
+    datamodule = build_datamodule(small_run_config(tmp_path, data_dir, *overrides))
+    module = IWAELitModule.load_from_checkpoint(
+        run_dirs[2] / "checkpoints" / "last.ckpt", map_location="cpu"
+    )
+    estimate = estimate_log_likelihood(
+        module.net, datamodule.monitor_points(150), n_samples=30, seed=3, progress=False
+    )
+    assert monitored[3] == pytest.approx(estimate.mean, abs=1e-4)
+    assert monitored[3] > monitored[1]  # training improves it

@@ -1,0 +1,291 @@
+"""Trajectory reports of a study: how the test log-likelihood moves during training.
+
+    python -m benchmark.studies RESULTS_DIR [--title TEXT] [--paper-lines]
+
+Reads the runs under ``RESULTS_DIR`` (as :mod:`benchmark.aggregate` groups them: one cell per
+data set, protocol and model variant) and writes ``RESULTS_DIR/trajectories.{md,png}``: per
+cell, mean ± SE over seeds of ``test/ll_monitor`` (the S-sample log-likelihood on the fixed
+monitor subset of the test split) against epoch, its best value and epoch, the final
+S-sample estimate of ``result.json``, and the generalization gap at the last epoch,
+``train/bound - test/bound`` (both L_k with the run's k: on the training minibatches, averaged
+over the epoch, and on the monitor points). Curves are labelled by what differs between the
+cells of a data set (the protocol in the protocol study, the model variant in the claim
+study); ``--paper-lines`` draws the paper's Table 1 value of each model shown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from benchmark.aggregate import PAPER_TABLE1, Cell, build_cells, load_results
+from benchmark.metrics_log import read_epoch_metrics
+
+MONITOR = "test/ll_monitor"
+
+
+@dataclass
+class MeanSE:
+    mean: float
+    se: float | None
+    n: int
+
+    @classmethod
+    def of(cls, values: list[float]) -> MeanSE:
+        n = len(values)
+        mean = sum(values) / n
+        if n < 2:
+            return cls(mean, None, n)
+        var = sum((v - mean) ** 2 for v in values) / (n - 1)
+        return cls(mean, math.sqrt(var / n), n)
+
+    def __str__(self) -> str:
+        return f"{self.mean:.2f}" if self.se is None else f"{self.mean:.2f} ± {self.se:.2f}"
+
+
+@dataclass
+class Trajectory:
+    """One cell's curves over its seeds: ``{epoch (1-based): MeanSE}`` per metric, and the
+    per-seed best of the monitor with its epoch."""
+
+    cell: Cell
+    label: str
+    curves: dict[str, dict[int, MeanSE]]
+    best: MeanSE | None
+    best_epoch: MeanSE | None
+    final: MeanSE
+    gap: MeanSE | None
+    monitor: str
+
+
+def monitor_description(cell: Cell) -> str:
+    """How test/ll_monitor was computed, from the config in the cell's first result.json."""
+    config = json.loads((Path(cell.run_dirs[0]) / "result.json").read_text())["config"]["eval"]
+    if not config.get("test_ll_every_n_epochs"):
+        return "no test/ll_monitor"
+    return (
+        f"test/ll_monitor: S={config['test_ll_samples']} on {config['test_ll_points']:,} fixed "
+        f"random test points, every {config['test_ll_every_n_epochs']} epochs"
+    )
+
+
+def _per_seed_metrics(cell: Cell) -> list[dict[int, dict[str, float]]]:
+    return [read_epoch_metrics(Path(d)) for d in cell.run_dirs]
+
+
+def trajectory(cell: Cell, label: str) -> Trajectory:
+    runs = _per_seed_metrics(cell)
+    curves: dict[str, dict[int, MeanSE]] = {}
+    for metric in (MONITOR, "train/bound", "test/bound"):
+        epochs = sorted({e for run in runs for e, values in run.items() if metric in values})
+        curve = {}
+        for e in epochs:
+            values = [run[e][metric] for run in runs if metric in run.get(e, {})]
+            curve[e + 1] = MeanSE.of(values)
+        curves[metric] = curve
+    bests, best_epochs, gaps = [], [], []
+    for run in runs:
+        monitored = [(values[MONITOR], e + 1) for e, values in run.items() if MONITOR in values]
+        if monitored:
+            value, epoch = max(monitored)
+            bests.append(value)
+            best_epochs.append(float(epoch))
+        both = [e for e, v in run.items() if "train/bound" in v and "test/bound" in v]
+        if both:
+            last = run[max(both)]
+            gaps.append(last["train/bound"] - last["test/bound"])
+    return Trajectory(
+        cell,
+        label,
+        curves,
+        MeanSE.of(bests) if bests else None,
+        MeanSE.of(best_epochs) if best_epochs else None,
+        MeanSE.of(cell.values),
+        MeanSE.of(gaps) if gaps else None,
+        monitor_description(cell),
+    )
+
+
+def trajectories(results_dir: Path) -> dict[str, list[Trajectory]]:
+    """Per data set, the trajectory of every cell, labelled by what differs between them."""
+    by_dataset: dict[str, list[Cell]] = {}
+    for cell in build_cells(load_results(results_dir)):
+        by_dataset.setdefault(cell.dataset, []).append(cell)
+    out = {}
+    for dataset, cells in by_dataset.items():
+        one_protocol = len({c.protocol_id for c in cells}) == 1
+        one_variant = len({c.variant for c in cells}) == 1
+        out[dataset] = [
+            trajectory(
+                c,
+                c.variant
+                if one_protocol
+                else c.protocol_label
+                if one_variant
+                else f"{c.variant}, {c.protocol_label}",
+            )
+            for c in cells
+        ]
+    return out
+
+
+def _common(labels: set[str], otherwise: str) -> str:
+    return labels.pop() if len(labels) == 1 else otherwise
+
+
+def _common_protocol(members: list[Trajectory]) -> str:
+    return _common({t.cell.protocol_label for t in members}, "protocols as labelled")
+
+
+def _common_monitor(members: list[Trajectory]) -> str:
+    return _common({t.monitor for t in members}, "test/ll_monitor as configured per run")
+
+
+def figure(studies: dict[str, list[Trajectory]], path: Path, title: str, paper_lines: bool) -> None:
+    """Per data set: the monitored test log-likelihood (left) and the training bound (right)
+    against epoch, mean ± SE band over seeds."""
+    fig, axes = plt.subplots(len(studies), 2, figsize=(12, 4.2 * len(studies)), squeeze=False)
+    for (dataset, members), (ax_test, ax_train) in zip(studies.items(), axes, strict=True):
+        for i, t in enumerate(members):
+            color = f"C{i}"
+            for ax, metric in ((ax_test, MONITOR), (ax_train, "train/bound")):
+                curve = t.curves[metric]
+                if not curve:
+                    continue
+                epochs = sorted(curve)
+                means = [curve[e].mean for e in epochs]
+                ses = [curve[e].se or 0.0 for e in epochs]
+                ax.plot(
+                    epochs,
+                    means,
+                    color=color,
+                    marker="." if len(epochs) < 25 else None,
+                    label=f"{t.label} (n={t.final.n})",
+                )
+                ax.fill_between(
+                    epochs,
+                    [m - s for m, s in zip(means, ses, strict=True)],
+                    [m + s for m, s in zip(means, ses, strict=True)],
+                    color=color,
+                    alpha=0.2,
+                )
+            if paper_lines and (paper := PAPER_TABLE1.get((dataset, t.cell.model))):
+                ax_test.axhline(
+                    paper[0],
+                    color=color,
+                    linestyle=":",
+                    linewidth=1.5,
+                    label=f"paper {t.cell.model}, 500 epochs ({paper[0]:.2f})",
+                )
+        protocol = _common_protocol(members)
+        ax_test.set_title(
+            f"{dataset}: test log-likelihood during training\n{protocol}\n"
+            f"{_common_monitor(members)}",
+            fontsize=8,
+        )
+        ax_test.set_ylabel("test/ll_monitor (nats)")
+        ax_train.set_title(f"{dataset}: training bound L_k (epoch mean)\n{protocol}", fontsize=8)
+        ax_train.set_ylabel("train/bound (nats)")
+        for ax in (ax_test, ax_train):
+            ax.set_xlabel("epoch")
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _fmt(value: MeanSE | None, digits: int = 2) -> str:
+    if value is None:
+        return "—"
+    if value.se is None:
+        return f"{value.mean:.{digits}f}"
+    return f"{value.mean:.{digits}f} ± {value.se:.{digits}f}"
+
+
+def render_markdown(studies: dict[str, list[Trajectory]], title: str, command: str) -> str:
+    lines = [
+        f"# {title}",
+        "",
+        f"Generated by `{command}` from the run files below this directory. Mean ± SE over "
+        "seeds. *test/ll_monitor*: the S-sample log-likelihood on the fixed monitor subset of "
+        "the test split, logged during training; *final*: the S-sample estimate of "
+        "`result.json` (its own S and test points, in the protocol); *gap*: train/bound - "
+        "test/bound at the last epoch (both L_k).",
+    ]
+    for dataset, members in studies.items():
+        lines += [
+            "",
+            f"## {dataset}: {_common_protocol(members)}",
+            "",
+            f"{_common_monitor(members)}.",
+            "",
+            "| run | n | best test/ll_monitor | at epoch | last test/ll_monitor | final "
+            "| train/bound, last epoch | gap |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for t in members:
+            monitor, train = t.curves[MONITOR], t.curves["train/bound"]
+            last = monitor[max(monitor)] if monitor else None
+            last_train = train[max(train)] if train else None
+            lines.append(
+                f"| {t.label} | {t.final.n} | {_fmt(t.best)} | {_fmt(t.best_epoch, 0)} | "
+                f"{_fmt(last)} | {_fmt(t.final)} | {_fmt(last_train)} | {_fmt(t.gap)} |"
+            )
+        epochs = sorted({e for t in members for e in t.curves[MONITOR]})
+        if epochs:
+            lines += [
+                "",
+                "test/ll_monitor by epoch:",
+                "",
+                "| epoch | " + " | ".join(t.label for t in members) + " |",
+                "| --- |" + " --- |" * len(members),
+            ]
+            for e in epochs:
+                cells = [_fmt(t.curves[MONITOR].get(e)) for t in members]
+                lines.append(f"| {e} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def report(results_dir: Path, title: str, paper_lines: bool = False) -> dict[str, list[Trajectory]]:
+    """Write ``trajectories.md`` and ``trajectories.png`` into ``results_dir``."""
+    studies = trajectories(results_dir)
+    command = f"python -m benchmark.studies {results_dir}"
+    if paper_lines:
+        command += " --paper-lines"
+    (results_dir / "trajectories.md").write_text(render_markdown(studies, title, command))
+    if studies:
+        figure(studies, results_dir / "trajectories.png", title, paper_lines)
+    return studies
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("results_dir", type=Path)
+    parser.add_argument("--title", default=None, help="default: the directory's name")
+    parser.add_argument("--paper-lines", action="store_true")
+    args = parser.parse_args(argv)
+    if not args.results_dir.is_dir():
+        print(f"error: {args.results_dir} is not a directory", file=sys.stderr)
+        return 2
+    title = args.title or f"Trajectories: {args.results_dir.name}"
+    studies = report(args.results_dir, title, args.paper_lines)
+    if not studies:
+        print(f"error: no finished runs under {args.results_dir}", file=sys.stderr)
+        return 1
+    print((args.results_dir / "trajectories.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
