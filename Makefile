@@ -56,12 +56,17 @@ protocol-study: install
 	$(BIN)/python run.py -m experiment=protocol_study $(ARGS)
 	$(BIN)/python run.py -m experiment=protocol_study dataset=omniglot_images \
 		dataset.binarization=dynamic $(ARGS)
+	$(BIN)/python -m benchmark.aggregate results/protocol_study
+	$(BIN)/python -m benchmark.studies results/protocol_study --paper-lines \
+		--title "Protocol study: IWAE under each binarization, 30 epochs"
 
 claim-study: install
 	$(BIN)/python -m benchmark.prepare_data mnist dataset.binarization=static
 	$(BIN)/python run.py -m experiment=generalization $(ARGS)
 	$(BIN)/python run.py -m experiment=generalization_init_std $(ARGS)
 	$(BIN)/python -m benchmark.aggregate results/generalization
+	$(BIN)/python -m benchmark.studies results/generalization \
+		--title "Claim study: static MNIST, 1,000 training images, 200 epochs"
 
 lint: install
 	$(BIN)/ruff check .

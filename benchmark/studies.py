@@ -1,9 +1,10 @@
 """Trajectory reports of a study: how the test log-likelihood moves during training.
 
-    python -m benchmark.studies RESULTS_DIR [--title TEXT] [--paper-lines]
+    python -m benchmark.studies RESULTS_DIR [--out DIR] [--title TEXT] [--paper-lines]
 
 Reads the runs under ``RESULTS_DIR`` (as :mod:`benchmark.aggregate` groups them: one cell per
-data set, protocol and model variant) and writes ``RESULTS_DIR/trajectories.{md,png}``: per
+data set, protocol and model variant) and writes ``trajectories.{md,png}`` (to ``--out``,
+default ``RESULTS_DIR``): per
 cell, mean ± SE over seeds of ``test/ll_monitor`` (the S-sample log-likelihood on the fixed
 monitor subset of the test split) against epoch, its best value and epoch, the final
 S-sample estimate of ``result.json``, and the generalization gap at the last epoch,
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,33 +259,44 @@ def render_markdown(studies: dict[str, list[Trajectory]], title: str, command: s
     return "\n".join(lines) + "\n"
 
 
-def report(results_dir: Path, title: str, paper_lines: bool = False) -> dict[str, list[Trajectory]]:
-    """Write ``trajectories.md`` and ``trajectories.png`` into ``results_dir``."""
+def report(
+    results_dir: Path,
+    out_dir: Path,
+    title: str,
+    paper_lines: bool = False,
+    figures: bool = True,
+) -> dict[str, list[Trajectory]]:
+    """Write ``trajectories.md`` (and ``trajectories.png``) for the runs under ``results_dir``
+    into ``out_dir``."""
     studies = trajectories(results_dir)
-    command = f"python -m benchmark.studies {results_dir}"
+    command = shlex.join(["python", "-m", "benchmark.studies", str(results_dir), "--title", title])
     if paper_lines:
         command += " --paper-lines"
-    (results_dir / "trajectories.md").write_text(render_markdown(studies, title, command))
-    if studies:
-        figure(studies, results_dir / "trajectories.png", title, paper_lines)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "trajectories.md").write_text(render_markdown(studies, title, command))
+    if studies and figures:
+        figure(studies, out_dir / "trajectories.png", title, paper_lines)
     return studies
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results_dir", type=Path)
+    parser.add_argument("--out", type=Path, default=None, help="default: the results directory")
     parser.add_argument("--title", default=None, help="default: the directory's name")
     parser.add_argument("--paper-lines", action="store_true")
+    parser.add_argument("--no-figures", action="store_true")
     args = parser.parse_args(argv)
     if not args.results_dir.is_dir():
         print(f"error: {args.results_dir} is not a directory", file=sys.stderr)
         return 2
     title = args.title or f"Trajectories: {args.results_dir.name}"
-    studies = report(args.results_dir, title, args.paper_lines)
+    out = args.out or args.results_dir
+    studies = report(args.results_dir, out, title, args.paper_lines, not args.no_figures)
     if not studies:
         print(f"error: no finished runs under {args.results_dir}", file=sys.stderr)
         return 1
-    print((args.results_dir / "trajectories.md").read_text())
+    print((out / "trajectories.md").read_text())
     return 0
 
 
