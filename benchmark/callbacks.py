@@ -4,6 +4,7 @@ and image grids of samples and reconstructions."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -39,18 +40,12 @@ class TestLogLikelihoodMonitor(pl.Callback):
     It draws from its own streams: training is the same with or without it."""
 
     def __init__(
-        self,
-        every_n_epochs: int,
-        n_points: int,
-        n_samples: int,
-        batch_size: int = 100,
-        memory_cap_gib: float = 2.0,
-        max_chunk_rows: int | None = None,
-        seed: int = 0,
+        self, every_n_epochs: int, n_points: int, n_samples: int, **estimator_options: Any
     ) -> None:
+        """``estimator_options``: batch_size, memory_cap_gib, max_chunk_rows, seed of
+        :func:`~benchmark.evaluate.estimate_log_likelihood`."""
         self.every_n_epochs, self.n_points, self.n_samples = every_n_epochs, n_points, n_samples
-        self.batch_size, self.memory_cap_gib = batch_size, memory_cap_gib
-        self.max_chunk_rows, self.seed = max_chunk_rows, seed
+        self.estimator_options = estimator_options
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs:
@@ -59,11 +54,8 @@ class TestLogLikelihoodMonitor(pl.Callback):
             pl_module.net,
             trainer.datamodule.monitor_points(self.n_points),
             n_samples=self.n_samples,
-            batch_size=self.batch_size,
-            memory_cap_gib=self.memory_cap_gib,
-            seed=self.seed,
             progress=False,
-            max_chunk_rows=self.max_chunk_rows,
+            **self.estimator_options,
         )
         pl_module.log("test/ll_monitor", estimate.mean, on_step=False, on_epoch=True)
 

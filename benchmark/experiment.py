@@ -74,6 +74,16 @@ def build_module(cfg: DictConfig, x_dim: int) -> IWAELitModule:
     )
 
 
+def estimator_options(cfg: DictConfig) -> dict[str, Any]:
+    """The S-sample estimator's settings shared by the final evaluation and the monitor."""
+    return {
+        "batch_size": cfg.eval.batch_size,
+        "memory_cap_gib": cfg.eval.memory_cap_gib,
+        "max_chunk_rows": cfg.eval.max_chunk_rows,
+        "seed": cfg.eval.seed,
+    }
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path | None = None) -> pl.Trainer:
     """Trainer with the configured loggers; with ``run_dir``, also checkpoints and image grids."""
     loggers = [instantiate(conf) for conf in (cfg.get("logger") or {}).values()]
@@ -84,10 +94,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path | None = None) -> pl.Trainer:
                 cfg.eval.test_ll_every_n_epochs,
                 n_points=cfg.eval.test_ll_points,
                 n_samples=cfg.eval.test_ll_samples,
-                batch_size=cfg.eval.batch_size,
-                memory_cap_gib=cfg.eval.memory_cap_gib,
-                max_chunk_rows=cfg.eval.max_chunk_rows,
-                seed=cfg.eval.seed,
+                **estimator_options(cfg),
             )
         )
     if run_dir is not None:
@@ -214,12 +221,9 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         module.net.to(datamodule.test_data.device),
         datamodule.test_data,
         n_samples=cfg.eval.n_samples,
-        batch_size=cfg.eval.batch_size,
-        memory_cap_gib=cfg.eval.memory_cap_gib,
-        seed=cfg.eval.seed,
         progress=cfg.eval.progress,
-        max_chunk_rows=cfg.eval.max_chunk_rows,
         compile=cfg.compile,
+        **estimator_options(cfg),
     )
     finished = time.perf_counter()
     torch.save(estimate.per_point, run_dir / PER_POINT_FILE)

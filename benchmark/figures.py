@@ -87,6 +87,23 @@ def _mean_band(
     return epochs, means, ses
 
 
+def plot_band(
+    ax: plt.Axes,
+    epochs: list[int],
+    means: list[float],
+    ses: list[float],
+    color: str,
+    label: str,
+    style: str = "-",
+) -> None:
+    """A mean curve with its ± SE band (dots on the points when there are few)."""
+    marker = "." if len(epochs) < 25 else None
+    ax.plot(epochs, means, style, color=color, marker=marker, label=label)
+    lower = [m - s for m, s in zip(means, ses, strict=True)]
+    upper = [m + s for m, s in zip(means, ses, strict=True)]
+    ax.fill_between(epochs, lower, upper, color=color, alpha=0.2)
+
+
 def curves_figure(cells: list[Cell], path: Path) -> None:
     """Training bound (solid) and test bound (dashed) against epoch, mean ± SE over seeds."""
     grouped = _group_cells(cells)
@@ -102,20 +119,8 @@ def curves_figure(cells: list[Cell], path: Path) -> None:
                 if not curves:
                     continue
                 epochs, means, ses = _mean_band(curves)
-                ax.plot(
-                    epochs,
-                    means,
-                    style,
-                    color=color,
-                    marker="." if len(epochs) < 20 else None,
-                    label=f"{cell.model} {metric.split('/')[0]}",
-                )
-                ax.fill_between(
-                    epochs,
-                    [m - s for m, s in zip(means, ses, strict=True)],
-                    [m + s for m, s in zip(means, ses, strict=True)],
-                    color=color,
-                    alpha=0.2,
+                plot_band(
+                    ax, epochs, means, ses, color, f"{cell.model} {metric.split('/')[0]}", style
                 )
         ax.set_title(protocol_title(members[0], width=56), fontsize=8)
         ax.set_xlabel("epoch")

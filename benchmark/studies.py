@@ -30,6 +30,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from benchmark.aggregate import PAPER_TABLE1, Cell, build_cells, load_results
+from benchmark.figures import plot_band
 from benchmark.metrics_log import read_epoch_metrics
 
 MONITOR = "test/ll_monitor"
@@ -166,20 +167,7 @@ def figure(studies: dict[str, list[Trajectory]], path: Path, title: str, paper_l
                 epochs = sorted(curve)
                 means = [curve[e].mean for e in epochs]
                 ses = [curve[e].se or 0.0 for e in epochs]
-                ax.plot(
-                    epochs,
-                    means,
-                    color=color,
-                    marker="." if len(epochs) < 25 else None,
-                    label=f"{t.label} (n={t.final.n})",
-                )
-                ax.fill_between(
-                    epochs,
-                    [m - s for m, s in zip(means, ses, strict=True)],
-                    [m + s for m, s in zip(means, ses, strict=True)],
-                    color=color,
-                    alpha=0.2,
-                )
+                plot_band(ax, epochs, means, ses, color, f"{t.label} (n={t.final.n})")
             if paper_lines and (paper := PAPER_TABLE1.get((dataset, t.cell.model))):
                 ax_test.axhline(
                     paper[0],

@@ -118,16 +118,15 @@ def test_same_config_and_seed_give_identical_results(tmp_path: Path, data_dir: P
 
 def test_run_py_smoke_writes_a_complete_result(tmp_path: Path, data_dir: Path) -> None:
     env = {**os.environ, "IWAER_DATA_DIR": str(data_dir)}
+    overrides = [
+        "experiment=smoke",
+        "model=iwaerrec",
+        f"results_dir={tmp_path}",
+        "trainer.enable_progress_bar=false",
+        "eval.progress=false",
+    ]
     proc = subprocess.run(
-        [
-            sys.executable,
-            "run.py",
-            "experiment=smoke",
-            "model=iwaerrec",
-            f"results_dir={tmp_path}",
-            "trainer.enable_progress_bar=false",
-            "eval.progress=false",
-        ],
+        [sys.executable, "run.py", *overrides],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -141,15 +140,7 @@ def test_run_py_smoke_writes_a_complete_result(tmp_path: Path, data_dir: Path) -
     assert result["dataset"] == "mnist" and result["model"] == "iwaerrec" and result["seed"] == 0
     assert -300 < result["test_ll"] < -80 and 0 < result["test_ll_se"] < 10
     assert result["n_test"] == 500 and result["eval_samples"] == 100 and result["epochs"] == 1
-    assert shlex.split(result["command"]) == [
-        "python",
-        "run.py",
-        "experiment=smoke",
-        "model=iwaerrec",
-        f"results_dir={tmp_path}",
-        "trainer.enable_progress_bar=false",
-        "eval.progress=false",
-    ]
+    assert shlex.split(result["command"]) == ["python", "run.py", *overrides]
     assert result["config"]["model"]["random_encoder"] is True
     protocol = result["protocol"]
     assert protocol["binarization"] == "dynamic" and protocol["nonlinearity"] == "tanh"
