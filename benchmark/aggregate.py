@@ -147,6 +147,7 @@ class Comparison:
     protocol_id: str
     model: str
     variant: str
+    baseline: str
     baseline_variant: str
     difference: float
     se: float | None
@@ -270,12 +271,20 @@ def paired_difference(cell: Cell, base: Cell) -> PairedDifference | None:
     )
 
 
+def baselines_of(model: str) -> tuple[str, ...]:
+    """The models a model is compared with: those the paper ranks below it (IWAER against
+    IWAERrec and IWAE, IWAERrec against IWAE), and IWAE for any other model but the VAE."""
+    if model in PAPER_ORDER:
+        return PAPER_ORDER[PAPER_ORDER.index(model) + 1 :]
+    return () if model == "vae" else (BASELINE,)
+
+
 def compare(cells: list[Cell]) -> list[Comparison]:
-    """Every non-baseline model of a group against every IWAE variant of the same group."""
+    """Within each group, every variant against every variant of each of its baselines."""
     out = []
     for (dataset, protocol_id), members in groups(cells).items():
-        for base in (c for c in members if c.model == BASELINE):
-            for cell in (c for c in members if c.model not in (BASELINE, "vae")):
+        for cell in members:
+            for base in (c for c in members if c.model in baselines_of(cell.model)):
                 se = None
                 p_value = None
                 if cell.n >= 2 and base.n >= 2:
@@ -290,6 +299,7 @@ def compare(cells: list[Cell]) -> list[Comparison]:
                         protocol_id,
                         cell.model,
                         cell.variant,
+                        base.model,
                         base.variant,
                         cell.mean - base.mean,
                         se,
