@@ -83,6 +83,7 @@ class Cell:
     seeds: list[int] = field(default_factory=list)
     values: list[float] = field(default_factory=list)
     run_dirs: list[str] = field(default_factory=list)
+    full_data: bool = True  # all training and test images, as the paper
 
     @property
     def n(self) -> int:
@@ -106,7 +107,9 @@ class Cell:
 
     @property
     def paper(self) -> tuple[float, float] | None:
-        return PAPER_TABLE1.get((self.dataset, self.model))
+        """The paper's value, for runs on the full data sets only (a subset of the training
+        or test images is another experiment)."""
+        return PAPER_TABLE1.get((self.dataset, self.model)) if self.full_data else None
 
     def row(self) -> dict[str, Any]:
         paper = self.paper
@@ -212,7 +215,14 @@ def build_cells(results: list[tuple[Path, dict[str, Any]]]) -> list[Cell]:
         cell = cells.get(key)
         if cell is None:
             cell = cells[key] = Cell(
-                result["dataset"], protocol_id, protocol_label(result), result["model"], variant
+                result["dataset"],
+                protocol_id,
+                protocol_label(result),
+                result["model"],
+                variant,
+                full_data=not any(
+                    result["protocol"].get(k) for k in ("train_subset", "test_subset")
+                ),
             )
         if result["seed"] in cell.seeds:
             log.warning("skipping %s: seed %s of %s counted already", path, result["seed"], variant)

@@ -122,6 +122,16 @@ def test_means_and_standard_errors_are_exact(results: Path, tmp_path: Path) -> N
     assert iwae["diff_to_paper"] == pytest.approx(-100.0 + 95.182)
 
 
+def test_runs_on_a_subset_of_the_data_get_no_paper_column(tmp_path: Path) -> None:
+    run_dir = write_result(tmp_path / "results", "mnist", "iwae", 0, -121.0)
+    result = json.loads((run_dir / "result.json").read_text())
+    result["protocol"]["train_subset"] = 1000
+    (run_dir / "result.json").write_text(json.dumps(result))
+    (c,) = aggregate(tmp_path / "results", tmp_path / "out", figures=False)["cells"]
+    assert c["paper_mean"] is None and c["diff_to_paper"] is None
+    assert "train_subset=1000" in c["protocol"]
+
+
 def test_incomplete_cells_are_marked(results: Path, tmp_path: Path) -> None:
     payload = aggregate(results, tmp_path / "out", figures=False)
     assert cell(payload, "mnist", "iwae")["complete"] is True
