@@ -138,7 +138,9 @@ def samples_figure(cells: list[Cell], path: Path) -> None:
     shown = [(c, p) for c, p in shown if p.is_file()]
     cols = max(1, min(len(shown), 4))
     rows = max(1, math.ceil(len(shown) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(3.4 * cols, 4.0 * rows), squeeze=False, layout="constrained"
+    )
     for ax in axes.flat:
         ax.axis("off")
     for ax, (cell, png) in zip(axes.flat, shown, strict=False):
@@ -148,8 +150,7 @@ def samples_figure(cells: list[Cell], path: Path) -> None:
         )
     if not shown:
         axes[0, 0].text(0.5, 0.5, "no samples.png in the run directories", ha="center")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
