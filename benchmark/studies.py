@@ -118,26 +118,33 @@ def trajectory(cell: Cell, label: str) -> Trajectory:
     )
 
 
+def distinct_parts(labels: list[str]) -> list[str]:
+    """Each comma-separated label without the parts all labels share ("dynamic binarization,
+    30 epochs" and "static binarization, 30 epochs" -> "dynamic binarization", ...)."""
+    parts = [label.split(", ") for label in labels]
+    common = set.intersection(*(set(p) for p in parts)) if parts else set()
+    return [
+        ", ".join(x for x in p if x not in common) or label
+        for p, label in zip(parts, labels, strict=True)
+    ]
+
+
 def trajectories(results_dir: Path) -> dict[str, list[Trajectory]]:
-    """Per data set, the trajectory of every cell, labelled by what differs between them."""
+    """Per data set, the trajectory of every cell, labelled by what differs between them:
+    the model variant, the protocol (its distinct parts), or both."""
     by_dataset: dict[str, list[Cell]] = {}
     for cell in build_cells(load_results(results_dir)):
         by_dataset.setdefault(cell.dataset, []).append(cell)
     out = {}
     for dataset, cells in by_dataset.items():
-        one_protocol = len({c.protocol_id for c in cells}) == 1
-        one_variant = len({c.variant for c in cells}) == 1
-        out[dataset] = [
-            trajectory(
-                c,
-                c.variant
-                if one_protocol
-                else c.protocol_label
-                if one_variant
-                else f"{c.variant}, {c.protocol_label}",
-            )
-            for c in cells
-        ]
+        protocols = distinct_parts([c.protocol_label for c in cells])
+        if len({c.protocol_id for c in cells}) == 1:
+            labels = [c.variant for c in cells]
+        elif len({c.variant for c in cells}) == 1:
+            labels = protocols
+        else:
+            labels = [f"{c.variant}, {p}" for c, p in zip(cells, protocols, strict=True)]
+        out[dataset] = [trajectory(c, label) for c, label in zip(cells, labels, strict=True)]
     return out
 
 

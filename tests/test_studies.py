@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.studies import main, trajectories
+from benchmark.studies import distinct_parts, main, trajectories
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -112,3 +112,9 @@ def test_report_files_are_written(study: Path) -> None:
 def test_a_directory_without_runs_is_an_error(tmp_path: Path) -> None:
     assert main([str(tmp_path)]) == 1
     assert main([str(tmp_path / "missing")]) == 2
+
+
+def test_labels_keep_only_the_parts_that_differ() -> None:
+    labels = ["dynamic binarization, 30 epochs, S=2000", "static binarization, 30 epochs, S=2000"]
+    assert distinct_parts(labels) == ["dynamic binarization", "static binarization"]
+    assert distinct_parts(["a, b", "a, b"]) == ["a, b", "a, b"]  # nothing differs: kept whole
