@@ -152,8 +152,10 @@ def _common(labels: set[str], otherwise: str) -> str:
     return labels.pop() if len(labels) == 1 else otherwise
 
 
-def _common_protocol(members: list[Trajectory]) -> str:
-    return _common({t.cell.protocol_label for t in members}, "protocols as labelled")
+def _shared_protocol(members: list[Trajectory]) -> str:
+    """The protocol parts all cells of a data set share (all of it, for a single protocol)."""
+    parts = [t.cell.protocol_label.split(", ") for t in members]
+    return ", ".join(x for x in parts[0] if all(x in p for p in parts[1:]))
 
 
 def _common_monitor(members: list[Trajectory]) -> str:
@@ -161,9 +163,10 @@ def _common_monitor(members: list[Trajectory]) -> str:
 
 
 def figure(studies: dict[str, list[Trajectory]], path: Path, title: str, paper_lines: bool) -> None:
-    """Per data set: the monitored test log-likelihood (left) and the training bound (right)
-    against epoch, mean ± SE band over seeds."""
-    fig, axes = plt.subplots(len(studies), 2, figsize=(12, 4.2 * len(studies)), squeeze=False)
+    """Per data set: the monitored test log-likelihood (left; x: each cell's final S-sample
+    estimate of ``result.json`` at its last epoch) and the training bound (right) against
+    epoch, mean ± SE band over seeds."""
+    fig, axes = plt.subplots(len(studies), 2, figsize=(12, 4.4 * len(studies)), squeeze=False)
     for (dataset, members), (ax_test, ax_train) in zip(studies.items(), axes, strict=True):
         for i, t in enumerate(members):
             color = f"C{i}"
@@ -175,15 +178,21 @@ def figure(studies: dict[str, list[Trajectory]], path: Path, title: str, paper_l
                 means = [curve[e].mean for e in epochs]
                 ses = [curve[e].se or 0.0 for e in epochs]
                 plot_band(ax, epochs, means, ses, color, f"{t.label} (n={t.final.n})")
-            if paper_lines and (paper := PAPER_TABLE1.get((dataset, t.cell.model))):
+            if t.curves["train/bound"]:
+                last = max(t.curves["train/bound"])
+                ax_test.plot([last], [t.final.mean], "x", color=color, markersize=8)
+        models = sorted({t.cell.model for t in members}) if paper_lines else []
+        for model in models:
+            if paper := PAPER_TABLE1.get((dataset, model)):
                 ax_test.axhline(
                     paper[0],
-                    color=color,
+                    color="black",
                     linestyle=":",
-                    linewidth=1.5,
-                    label=f"paper {t.cell.model}, 500 epochs ({paper[0]:.2f})",
+                    linewidth=1.2,
+                    label=f"paper {model}, 500 epochs ({paper[0]:.2f})",
                 )
-        protocol = _common_protocol(members)
+        ax_test.plot([], [], "x", color="gray", label="final estimate (result.json)")
+        protocol = _shared_protocol(members)
         ax_test.set_title(
             f"{dataset}: test log-likelihood during training\n{protocol}\n"
             f"{_common_monitor(members)}",
@@ -223,7 +232,7 @@ def render_markdown(studies: dict[str, list[Trajectory]], title: str, command: s
     for dataset, members in studies.items():
         lines += [
             "",
-            f"## {dataset}: {_common_protocol(members)}",
+            f"## {dataset}: {_shared_protocol(members)}",
             "",
             f"{_common_monitor(members)}.",
             "",
