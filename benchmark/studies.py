@@ -28,8 +28,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from scipy import stats
 
-from benchmark.aggregate import PAPER_TABLE1, Cell, build_cells, load_results
+from benchmark.aggregate import PAPER_TABLE1, Cell, build_cells, load_results, paired_difference
 from benchmark.figures import plot_band
 from benchmark.metrics_log import read_epoch_metrics
 
@@ -211,6 +212,41 @@ def figure(studies: dict[str, list[Trajectory]], path: Path, title: str, paper_l
     plt.close(fig)
 
 
+TEST_SET_KEYS = ("binarization", "test_binarization", "omniglot_source", "test_subset")
+
+
+def test_set(cell: Cell) -> tuple[object, ...]:
+    """What fixes a cell's test points and estimator: binarization, source, subset, S."""
+    protocol = json.loads((Path(cell.run_dirs[0]) / "result.json").read_text())["protocol"]
+    return (*(protocol.get(k) for k in TEST_SET_KEYS), protocol["eval_samples"])
+
+
+def against_best(members: list[Trajectory]) -> list[str]:
+    """Markdown rows: every cell's final estimate minus the best cell's among those scored on
+    the same test points with the same S (whatever their epochs or training set), over seeds
+    (Welch) and paired over test points."""
+    rows = []
+    by_test_set: dict[tuple[object, ...], list[Trajectory]] = {}
+    for t in members:
+        by_test_set.setdefault(test_set(t.cell), []).append(t)
+    for group in by_test_set.values():
+        if len(group) < 2:
+            continue
+        best = max(group, key=lambda t: t.final.mean)
+        for t in (t for t in group if t is not best):
+            diff = f"{t.final.mean - best.final.mean:+.2f}"
+            p_value = "—"
+            if t.final.se is not None and best.final.se is not None:
+                diff += f" ± {math.hypot(t.final.se, best.final.se):.2f}"
+                welch = stats.ttest_ind(t.cell.values, best.cell.values, equal_var=False)
+                p_value = f"{welch.pvalue:.2g}"
+            pair = paired_difference(t.cell, best.cell)
+            paired = f"{pair.mean:+.2f} ± {pair.se:.2f}" if pair else "—"
+            higher = f"{100 * pair.fraction_better:.1f}%" if pair else "—"
+            rows.append(f"| {t.label} - {best.label} | {diff} | {p_value} | {paired} | {higher} |")
+    return rows
+
+
 def _fmt(value: MeanSE | None, digits: int = 2) -> str:
     if value is None:
         return "—"
@@ -248,6 +284,16 @@ def render_markdown(studies: dict[str, list[Trajectory]], title: str, command: s
                 f"| {t.label} | {t.final.n} | {_fmt(t.best)} | {_fmt(t.best_epoch, 0)} | "
                 f"{_fmt(last)} | {_fmt(t.final)} | {_fmt(last_train)} | {_fmt(t.gap)} |"
             )
+        rows = against_best(members)
+        if rows:
+            lines += [
+                "",
+                "Final estimates against the best one on the same test points (any epochs):",
+                "",
+                "| comparison | over seeds | Welch p | paired over test points | points higher |",
+                "| --- | --- | --- | --- | --- |",
+                *rows,
+            ]
         epochs = sorted({e for t in members for e in t.curves[MONITOR]})
         if epochs:
             lines += [

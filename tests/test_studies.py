@@ -7,6 +7,7 @@ import statistics
 from pathlib import Path
 
 import pytest
+from scipy import stats
 
 from benchmark.studies import distinct_parts, main, trajectories
 
@@ -106,6 +107,10 @@ def test_report_files_are_written(study: Path) -> None:
     assert text.startswith("# A study")
     assert "| iwae (k=25) | 2 | -119.50 ± 0.50 | 20 ± 0 |" in text
     assert "| 30 | -125.50 ± 0.50 | -120.50 ± 0.50 |" in text
+    # Finals: IWAE -126.5 ± 0.5, IWAER -121.5 ± 0.5 (the best); Welch with equal spreads.
+    p = stats.ttest_ind([-126.0, -127.0], [-122.0, -121.0], equal_var=False).pvalue
+    row = f"| iwae (k=25) - iwaer (k=25, local, s0=0.05) | -5.00 ± 0.71 | {p:.2g} | — | — |"
+    assert row in text
     assert (study / "trajectories.png").read_bytes().startswith(PNG_MAGIC)
 
 
