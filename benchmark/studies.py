@@ -193,6 +193,16 @@ def figure(studies: dict[str, list[Trajectory]], path: Path, title: str, paper_l
                     label=f"paper {model}, 500 epochs ({paper[0]:.2f})",
                 )
         ax_test.plot([], [], "x", color="gray", label="final estimate (result.json)")
+        # Show where the curves peak and end, and of the first epochs' steep rise only what
+        # fits in 1.5 times that range below it.
+        monitored = [v.mean for t in members for v in t.curves[MONITOR].values()]
+        ends = [t.final.mean for t in members]
+        ends += [
+            t.curves[MONITOR][max(t.curves[MONITOR])].mean for t in members if t.curves[MONITOR]
+        ]
+        top = max([*ends, *(t.best.mean for t in members if t.best is not None)])
+        low = min(ends) - 3.0 - 1.5 * (top - min(ends))
+        ax_test.set_ylim(max(low, min([*monitored, *ends]) - 0.5), top + 1.0)
         protocol = _shared_protocol(members)
         ax_test.set_title(
             f"{dataset}: test log-likelihood during training\n{protocol}\n"
