@@ -4,11 +4,8 @@ files, and every run file records a clean tree, its commit and the command that 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +14,7 @@ import torch
 from benchmark.aggregate import main as aggregate_main
 from benchmark.studies import main as studies_main
 from tests.conftest import REPO_ROOT
+from tests.test_runner import run_py
 
 TABLE_ROOTS = ["results/quick", "results/generalization", "results/protocol_study"]
 STUDY_ROOTS = ["results/generalization", "results/protocol_study"]
@@ -69,15 +67,7 @@ def test_the_cheapest_committed_cell_reruns_to_its_numbers(tmp_path: Path, data_
     path = min(files, key=lambda p: json.loads(p.read_text())["wall_time_s"]["total"])
     cheapest = json.loads(path.read_text())
     argv = shlex.split(cheapest["command"])[2:]
-    env = {**os.environ, "IWAER_DATA_DIR": str(data_dir)}
-    proc = subprocess.run(
-        [sys.executable, "run.py", *argv, f"results_dir={tmp_path}"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
+    proc = run_py(*argv, f"results_dir={tmp_path}", data_dir=data_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (rerun_file,) = tmp_path.rglob("result.json")
     rerun = json.loads(rerun_file.read_text())
