@@ -41,31 +41,31 @@ bench: install
 	$(BIN)/python -m benchmark.speed $(BENCH_ARGS)
 
 reproduce-table1: install
-	$(BIN)/python -m benchmark.prepare_data $(DATASETS) $(filter data_dir=% dataset.%,$(ARGS))
+	$(BIN)/python -m benchmark.runs.prepare_data $(DATASETS) $(filter data_dir=% dataset.%,$(ARGS))
 	$(BIN)/python run.py -m experiment=$(PRESET) model=$(MODELS) dataset=$(DATASETS) \
 		seed=$(SEEDS) hydra/launcher=$(LAUNCHER) results_dir=$(RESULTS) $(ARGS)
-	$(BIN)/python -m benchmark.aggregate $(RESULTS)
+	$(BIN)/python -m benchmark.table $(RESULTS)
 
 table1: install
-	$(BIN)/python -m benchmark.aggregate $(RESULTS)
+	$(BIN)/python -m benchmark.table $(RESULTS)
 
 # The studies of results/protocol_study.md and results/claim_study.md (resumable, as above).
 protocol-study: install
-	$(BIN)/python -m benchmark.prepare_data mnist,omniglot_images
-	$(BIN)/python -m benchmark.prepare_data mnist dataset.binarization=static
+	$(BIN)/python -m benchmark.runs.prepare_data mnist,omniglot_images
+	$(BIN)/python -m benchmark.runs.prepare_data mnist dataset.binarization=static
 	$(BIN)/python run.py -m experiment=protocol_study $(ARGS)
 	$(BIN)/python run.py -m experiment=protocol_study dataset=omniglot_images \
 		dataset.binarization=dynamic $(ARGS)
-	$(BIN)/python -m benchmark.aggregate results/protocol_study
-	$(BIN)/python -m benchmark.studies results/protocol_study --paper-lines \
+	$(BIN)/python -m benchmark.table results/protocol_study
+	$(BIN)/python -m benchmark.table.studies results/protocol_study --paper-lines \
 		--title "Protocol study: IWAE under each binarization, 30 epochs"
 
 claim-study: install
-	$(BIN)/python -m benchmark.prepare_data mnist dataset.binarization=static
+	$(BIN)/python -m benchmark.runs.prepare_data mnist dataset.binarization=static
 	$(BIN)/python run.py -m experiment=generalization $(ARGS)
 	$(BIN)/python run.py -m experiment=generalization_init_std $(ARGS)
-	$(BIN)/python -m benchmark.aggregate results/generalization
-	$(BIN)/python -m benchmark.studies results/generalization \
+	$(BIN)/python -m benchmark.table results/generalization
+	$(BIN)/python -m benchmark.table.studies results/generalization \
 		--title "Claim study: static MNIST, 1,000 training images, 200 epochs"
 
 lint: install

@@ -13,10 +13,10 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from benchmark.cli import expand_seed_ranges
-from benchmark.config import configure_hydra
-from benchmark.experiment import run
-from benchmark.validation import ConfigError
+from benchmark.runs.cli import expand_seed_ranges
+from benchmark.runs.config import configure_hydra
+from benchmark.runs.experiment import run
+from benchmark.runs.validation import ConfigError
 from datamodules import DataError
 
 configure_hydra()

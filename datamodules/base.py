@@ -29,8 +29,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from benchmark.noise import standard_uniform
-from benchmark.seeding import make_generator
+from benchmark.randomness.noise import standard_uniform
+from benchmark.randomness.seeding import make_generator
 from datamodules.device_batches import device_loader
 
 

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from benchmark.seeding import derive_seed
+from benchmark.randomness.seeding import derive_seed
 
 
 class DeviceTensorDataset(Dataset):

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
-from benchmark.models import ImportanceWeightedAutoencoder, ModelSpec, NetworkSpec
+from benchmark.models.iwae import ImportanceWeightedAutoencoder
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+PAPER_NETWORK = {"hidden": [400], "latent": 20, "activation": "tanh"}  # conf/network/paper.yaml
 # A fixed binary data set for the tiny models: 4 pixels, rows of different probability.
 TINY_X = torch.tensor(
     [[1.0, 0.0, 1.0, 1.0], [0.0, 0.0, 0.0, 1.0], [1.0, 1.0, 0.0, 0.0]], dtype=torch.float64
@@ -34,16 +38,16 @@ def tiny_model(
 ) -> ImportanceWeightedAutoencoder:
     """A float64 model 4 -> hidden -> 1-D latent, with an imperfect (random-init) encoder."""
     torch.manual_seed(seed)
-    spec = ModelSpec(
+    model = ImportanceWeightedAutoencoder(
+        TINY_X.shape[1],
+        {"hidden": list(hidden), "latent": 1, "activation": "tanh"},
         name="tiny",
         k=1,
         random_encoder=random_encoder,
         random_decoder=random_decoder,
         init_std=init_std,
         weight_sampling=sampling,
-        network=NetworkSpec(hidden=hidden, latent=1, activation="tanh"),
-    )
-    model = ImportanceWeightedAutoencoder(TINY_X.shape[1], spec).double()
+    ).double()
     with torch.no_grad():
         for layer in model.decoder.layers:
             layer.weight.mul_(2.0)
@@ -74,3 +78,17 @@ def exact_log_marginal(model: ImportanceWeightedAutoencoder, x: torch.Tensor) ->
 @pytest.fixture
 def exact_log_px() -> Callable[[ImportanceWeightedAutoencoder, torch.Tensor], torch.Tensor]:
     return exact_log_marginal
+
+
+def run_py(*args: str, data_dir: Path, env: dict[str, str] | None = None, **kwargs):
+    """``python run.py *args`` from the repository root, reading data from ``data_dir``."""
+    environment = {**os.environ, "IWAER_DATA_DIR": str(data_dir), **(env or {})}
+    return subprocess.run(
+        [sys.executable, "run.py", *args],
+        cwd=REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        **kwargs,
+    )

@@ -1,0 +1,77 @@
+"""Elementwise kernels that ``torch.compile`` builds for CPUs, with an eager fallback.
+
+Eager PyTorch runs a chain of elementwise ops as one pass over memory per op; compiled, the
+chain is one loop that reads its inputs once and keeps the intermediates in registers. On
+the 2-core CPU of ``make bench`` that decides the cost of the noise and of the likelihood
+over the decoder's [k, B, D] logits (see :mod:`benchmark.kernels.philox`,
+:mod:`benchmark.kernels.likelihood`).
+Where ``torch.compile`` cannot build kernels (no C++ compiler or Python headers), the
+fallbacks run instead, and one warning says how to get the fast path; a call that dynamo
+declines (past its recompile limit, say) runs its fallback alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch._dynamo.exc import (
+    BackendCompilerFailed,
+    FailOnRecompileLimitHit,
+    TorchDynamoException,
+)
+from torch.profiler import record_function
+from torch.utils._python_dispatch import is_in_torch_dispatch_mode
+
+log = logging.getLogger(__name__)
+
+_compile_failed = False
+PROFILER_LABELS: set[str] = set()  # profiler ranges of the kernels, for benchmark.speed
+
+
+class CompiledKernel:
+    """``fn`` compiled once per dtype (and number of tensor arguments) into one graph with
+    dynamic shapes for plain tensors (dynamo keeps the shapes of ``nn.Parameter``s static, so
+    callers pass them detached); ``fallback`` (by default ``fn`` itself) where that fails;
+    profiled as the range ``label``. Values only, no
+    gradient: an autograd Function around the call supplies the backward. Inside an outer
+    ``torch.compile`` region ``fn`` is traced into the caller's graph instead, so it fuses
+    with its neighbours there; under a ``TorchDispatchMode`` (FLOP counters, for one), which
+    dynamo does not compile, ``fn`` runs eagerly."""
+
+    def __init__(
+        self, fn: Callable[..., Any], label: str, fallback: Callable[..., Any] | None = None
+    ) -> None:
+        self.fn, self.label = fn, label
+        self.fallback = fallback or fn
+        self.compiled = torch.compile(fn, dynamic=True, fullgraph=True)
+        PROFILER_LABELS.add(label)
+
+    def __call__(self, *args: object) -> Any:
+        if torch.compiler.is_compiling() or is_in_torch_dispatch_mode(include_infra_modes=False):
+            return self.fn(*args)
+        # Autocast changes nothing in these elementwise kernels, but dynamo guards on
+        # its state and would compile every kernel again under bf16 autocast.
+        with torch.no_grad(), torch.autocast("cpu", enabled=False), record_function(self.label):
+            return self._run(*args)
+
+    def _run(self, *args: object) -> Any:
+        global _compile_failed
+        if _compile_failed:
+            return self.fallback(*args)
+        try:
+            return self.compiled(*args)
+        except BackendCompilerFailed as error:  # no compiler, no headers: for every kernel
+            result = self.fallback(*args)
+            _compile_failed = True
+            log.warning(
+                "torch.compile could not build a CPU kernel (%s); running the eager fallback "
+                "instead, which is slower. Install a C++ compiler and the Python headers to "
+                "make it fast.",
+                error,
+            )
+            return result
+        except (TorchDynamoException, FailOnRecompileLimitHit):  # this call only
+            return self.fallback(*args)  # (and if the arguments are wrong, it says how)

@@ -1,0 +1,153 @@
+"""The interface that training, evaluation, callbacks and the speed harness use.
+
+A model of this suite is defined by its log importance weights: for data ``x [B, D]`` and k
+importance samples, ``log w_j = log p(x, h_j) - log q(h_j | x)`` ``[k, B]``, where ``h_j`` is
+sample j's latents (and, for random-weight models, its weights). Then
+``iwae_bound(log w)`` is the one-draw estimate of L_k (L_k^R with random weights) that
+training maximises, and with S samples the same weights give the S-sample log-likelihood
+estimate. All randomness of a pass is standard normal noise of :meth:`noise_shapes`, drawn
+in one buffer, so a pass given its noise is deterministic and compiles whole.
+
+A new model subclasses :class:`ImportanceWeightedModel`, builds its networks from
+:class:`~benchmark.models.networks.GaussianMLP` (or any modules), and is named in a config
+of ``conf/model/`` by ``_target_``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from benchmark.models.bounds import iwae_bound
+from benchmark.models.gaussian_layers import GaussianLinear, WeightSampling
+from benchmark.models.networks import GaussianMLP
+from benchmark.randomness.noise import draw_normal
+
+
+class Network(NamedTuple):
+    """One network of a model's pass, for FLOP counting: its name, its module, whether its
+    input is the data ``x`` itself, and whether its input differs between importance samples."""
+
+    name: str
+    mlp: GaussianMLP
+    input_is_data: bool
+    per_sample_input: bool
+
+
+class ImportanceWeightedModel(nn.Module, ABC):
+    """Base class of the models: ``log_weights(x, k) -> [k, B]``, sampling and reconstruction.
+
+    Subclasses set ``name``, ``k`` (importance samples in training), ``x_dim`` and
+    ``latent_sizes`` (one entry per stochastic layer), and implement the abstract methods.
+    Noise layout: :meth:`noise_shapes` lists the latents' noise first, ``[k, B, Z_l]`` for
+    each entry of ``latent_sizes``, then the weight noise of the random layers.
+    """
+
+    name: str
+    k: int
+    x_dim: int
+    latent_sizes: tuple[int, ...]
+
+    @abstractmethod
+    def noise_shapes(self, batch: int, k: int) -> list[tuple[int, ...]]:
+        """Shapes of all standard normal noise of a pass of k samples over ``batch`` points."""
+
+    @abstractmethod
+    def log_weights_with_noise(
+        self, x: Tensor, noise: Sequence[Tensor], shared: Any = None
+    ) -> Tensor:
+        """``log w [k, B]`` for ``x [B, D]`` given the noise of :meth:`noise_shapes` and, if at
+        hand, :meth:`shared_work` of ``x``; no random draws."""
+
+    @abstractmethod
+    def networks(self) -> list[Network]:
+        """The model's networks in the order of a pass."""
+
+    @abstractmethod
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Pixel means ``[n, D]`` of p(x | latents), latents drawn from the prior (and one
+        weight draw per image for random weights)."""
+
+    @abstractmethod
+    def reconstruct(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Pixel means ``[B, D]`` of p(x | h), h one draw of q(h | x)."""
+
+    @abstractmethod
+    def init_output_bias(self, pixel_mean: Tensor) -> None:
+        """Set the output layer's bias from the mean training pixel ``[D]`` (Burda et al.)."""
+
+    def shared_work(self, x: Tensor) -> Any:
+        """The noise-free work on ``x`` that many passes over it share (the S-sample
+        estimator computes it once per batch); None if there is none worth keeping."""
+        return None
+
+    def gaussian_layers(self) -> list[tuple[str, GaussianLinear]]:
+        """Every :class:`GaussianLinear` with a short name (``encoder.0``, ...)."""
+        return [
+            (name.replace(".layers.", "."), module)
+            for name, module in self.named_modules()
+            if isinstance(module, GaussianLinear)
+        ]
+
+    def random_layers(self) -> list[GaussianLinear]:
+        """The layers with random weights, in the order of :meth:`gaussian_layers`."""
+        return [layer for _, layer in self.gaussian_layers() if layer.random]
+
+    def draw_noise(
+        self, x: Tensor, k: int, generator: torch.Generator | None = None
+    ) -> list[Tensor]:
+        """The standard normal noise of a pass over ``x`` (shapes of :meth:`noise_shapes`)."""
+        return draw_normal(self.noise_shapes(x.shape[0], k), generator, x)
+
+    def log_weights(self, x: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
+        """``log w [k, B]`` for ``x [B, D]``, all noise drawn from ``generator``."""
+        return self.log_weights_with_noise(x, self.draw_noise(x, k, generator))
+
+    def bound(self, x: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
+        """One-draw estimate of L_k (L_k^R with random weights) per data point, ``[B]``."""
+        return iwae_bound(self.log_weights(x, k, generator))
+
+    def forward_floats(self, k: int, batch: int) -> int:
+        """Floats alive at once in a no-grad pass of k samples x batch (estimate, for the
+        estimator's memory cap).
+
+        Per (sample, data point): mean, variance, noise and output of every layer plus the
+        likelihood terms; per sample: one weight draw of every shared-sampling random layer.
+        """
+        layers = [layer for _, layer in self.gaussian_layers()]
+        per_pair = (
+            3 * sum(layer.n_out for layer in layers) + 4 * sum(self.latent_sizes) + 2 * self.x_dim
+        )
+        per_sample = sum(
+            (layer.n_in + 1) * layer.n_out
+            for layer in layers
+            if layer.random and layer.sampling is WeightSampling.SHARED
+        )
+        return k * (batch * per_pair + 2 * per_sample)
+
+
+def network_keys(network: dict[str, Any], required: Sequence[str]) -> dict[str, Any]:
+    """``network`` checked to hold exactly the keys ``required``; the error names the others."""
+    missing = [key for key in required if key not in network]
+    unknown = [key for key in network if key not in required]
+    if missing or unknown:
+        raise ValueError(
+            f"network needs the keys {', '.join(required)}"
+            + (f"; missing: {', '.join(missing)}" if missing else "")
+            + (f"; unknown: {', '.join(unknown)}" if unknown else "")
+        )
+    return network
+
+
+def positive_ints(key: str, value: Any) -> list[int]:
+    """``value`` as a list of positive integers; the error names ``key``."""
+    values = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else None
+    if values is None or any(
+        isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values
+    ):
+        raise ValueError(f"{key} must be a list of positive integers, got {value!r}")
+    return values

@@ -1,0 +1,4 @@
+"""The speed harness (``python -m benchmark.speed``, ``make bench``): timings against the
+device's matmul peak and minimal FLOP counts (``bench``, ``flops``, ``timing``),
+straightforward implementations to compare with (``reference``) and the report
+(``report``). Nothing outside this package imports it."""

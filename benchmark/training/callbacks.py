@@ -1,0 +1,93 @@
+"""Lightning callbacks: weight-std statistics, the test log-likelihood monitored during training,
+and image grids of samples and reconstructions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import WandbLogger
+from torchvision.utils import make_grid, save_image
+
+from benchmark.evaluation.estimator import estimate_log_likelihood
+from benchmark.randomness.seeding import make_generator
+
+
+class WeightStdMonitor(pl.Callback):
+    """Logs mean / min / max of the weight stds softplus(rho) of every random layer per epoch."""
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        stats = {}
+        for name, layer in pl_module.net.gaussian_layers():
+            if layer.random:
+                std = layer.weight_std().detach()
+                key = f"weight_std/{name}"
+                stats.update(
+                    {f"{key}/mean": std.mean(), f"{key}/min": std.min(), f"{key}/max": std.max()}
+                )
+        if stats:
+            pl_module.log_dict(stats, on_step=False, on_epoch=True)
+
+
+class TestLogLikelihoodMonitor(pl.Callback):
+    """``test/ll_monitor`` every ``every_n_epochs`` epochs: the S-sample estimate of
+    mean log p(x) (:func:`~benchmark.evaluation.estimator.estimate_log_likelihood`,
+    S = ``n_samples``) on
+    the first ``n_points`` of the fixed monitor order of the test split
+    (:meth:`~datamodules.base.BinaryImageDataModule.monitor_points`), with the same evaluation
+    noise at every epoch, so that its trajectory shows the model's change and not the noise's.
+    It draws from its own streams: training is the same with or without it."""
+
+    def __init__(
+        self, every_n_epochs: int, n_points: int, n_samples: int, **estimator_options: Any
+    ) -> None:
+        """``estimator_options``: batch_size, memory_cap_gib, max_chunk_rows, seed of
+        :func:`~benchmark.evaluation.estimator.estimate_log_likelihood`."""
+        self.every_n_epochs, self.n_points, self.n_samples = every_n_epochs, n_points, n_samples
+        self.estimator_options = estimator_options
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        estimate = estimate_log_likelihood(
+            pl_module.net,
+            trainer.datamodule.monitor_points(self.n_points),
+            n_samples=self.n_samples,
+            progress=False,
+            **self.estimator_options,
+        )
+        pl_module.log("test/ll_monitor", estimate.mean, on_step=False, on_epoch=True)
+
+
+class ImageGrids(pl.Callback):
+    """At the end of training: ``samples.png`` (pixel means of p(x|z), z ~ p(z)) and
+    ``reconstructions.png`` (test images above their one-sample reconstructions) in the run
+    directory; also sent to W&B when it is a logger."""
+
+    def __init__(self, run_dir: str | Path, n: int = 64, seed: int = 0) -> None:
+        self.run_dir, self.n, self.seed = Path(run_dir), n, seed
+
+    @torch.no_grad()
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        datamodule = trainer.datamodule
+        net = pl_module.net
+        device = pl_module.device
+        height, width = datamodule.image_shape
+        samples = net.sample(self.n, make_generator(device, self.seed, "samples"))
+        x = datamodule.test_data[: self.n // 2]
+        recon = net.reconstruct(x, make_generator(device, self.seed, "reconstructions"))
+        grids = {
+            "samples": make_grid(samples.view(-1, 1, height, width), nrow=8, pad_value=1.0),
+            "reconstructions": make_grid(
+                torch.cat([x, recon]).view(-1, 1, height, width), nrow=8, pad_value=1.0
+            ),
+        }
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        for name, grid in grids.items():
+            save_image(grid, self.run_dir / f"{name}.png")
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                for name, grid in grids.items():
+                    logger.log_image(key=f"images/{name}", images=[grid.cpu()])

@@ -1,0 +1,298 @@
+"""The experiment runner: seed ranges, presets, launchers, skip / resume / lock, W&B, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from filelock import FileLock
+from hydra.utils import get_class
+
+from benchmark.runs import provenance
+from benchmark.runs.cli import expand_seed_ranges
+from benchmark.runs.config import compose_config
+from benchmark.runs.experiment import run
+from benchmark.runs.validation import ConfigError, validate
+from tests.conftest import REPO_ROOT, run_py
+
+FAST = [
+    "experiment=smoke",
+    "dataset.train_subset=500",
+    "dataset.test_subset=100",
+    "eval.n_samples=10",
+    "trainer.enable_progress_bar=false",
+    "eval.progress=false",
+]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["-m", "seed=0-4"], ["-m", "seed=range(0,5)"]),
+        (
+            ["--multirun", "model=iwaer,iwae", "seed=2-3"],
+            ["--multirun", "model=iwaer,iwae", "seed=range(2,4)"],
+        ),
+        (["seed=3-3"], ["seed=3"]),
+        (["-m", "seed=0,1,2"], ["-m", "seed=0,1,2"]),
+        (["-m", "seed=range(0,5)"], ["-m", "seed=range(0,5)"]),
+        (
+            ["seed=7", "dataset=mnist,omniglot", "model.init_std=1e-3"],
+            ["seed=7", "dataset=mnist,omniglot", "model.init_std=1e-3"],
+        ),
+    ],
+)
+def test_seed_ranges_expand_to_hydra_sweeps(argv: list[str], expected: list[str]) -> None:
+    assert expand_seed_ranges(argv) == expected
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["-m", "seed=4-2"], "empty or negative range"),
+        (["-m", "seed=abc"], "is not a seed"),
+        (["-m", "seed=1.5"], "is not a seed"),
+        (["seed=0-4"], "add -m"),
+        (["seed=0,1"], "add -m"),
+    ],
+)
+def test_bad_seed_arguments_are_rejected(argv: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        expand_seed_ranges(argv)
+
+
+def test_seed_range_expands_to_the_right_jobs_in_hydra() -> None:
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = expand_seed_ranges(["-m", "model=iwaer,iwae", "seed=0-4"])[1:]
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    jobs = BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
+    assert len(jobs) == 10
+    assert {tuple(job) for job in jobs} == {
+        (f"model={m}", f"seed={s}") for m in ("iwaer", "iwae") for s in range(5)
+    }
+
+
+EXPERIMENTS = sorted(p.stem for p in (REPO_ROOT / "conf" / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("launcher", ["basic", "joblib", "submitit_slurm", "submitit_local"])
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+@pytest.mark.parametrize("logger", ["csv", "wandb"])
+def test_presets_launchers_and_loggers_compose(launcher: str, experiment: str, logger: str) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from benchmark.runs.config import CONFIG_DIR, configure_hydra
+
+    configure_hydra()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(
+            config_name="config",
+            overrides=[
+                f"hydra/launcher={launcher}",
+                f"experiment={experiment}",
+                f"logger={logger}",
+                "model=iwaer",
+            ],
+            return_hydra_config=True,
+        )
+    assert get_class(cfg.hydra.launcher._target_) is not None
+    assert "csv" in cfg.logger and (logger != "wandb" or "wandb" in cfg.logger)
+    validate(cfg)
+
+
+def test_paper_preset_is_the_table1_protocol() -> None:
+    cfg = compose_config(["experiment=paper", "model=iwaer"])
+    assert cfg.trainer.max_epochs == 500 and cfg.optim.batch_size == 100
+    assert cfg.optim.lr == 1e-3 and list(cfg.optim.betas) == [0.9, 0.999] and cfg.optim.eps == 1e-8
+    assert cfg.model.k == 25 and cfg.eval.n_samples == 2000
+    assert list(cfg.network.hidden) == [400] and cfg.network.latent == 20
+    assert cfg.dataset.train_subset is None and cfg.dataset.test_subset is None
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.k=0", "model.k must be a positive integer"),
+        ("trainer.max_epochs=0", "trainer.max_epochs must be a positive integer"),
+        ("optim.batch_size=-5", "optim.batch_size must be a positive integer"),
+        ("eval.n_samples=0", "eval.n_samples must be a positive integer"),
+        ("model.init_std=0", "model.init_std must be a positive number"),
+        ("model.init_std=-0.1", "model.init_std must be a positive number"),
+        ("optim.lr=0", "optim.lr must be a positive number"),
+        ("model.weight_sampling=sometimes", "model.weight_sampling must be one of local, shared"),
+        ("network.activation=gelu", "network.activation must be one of relu, softplus, tanh"),
+        ("dataset.binarization=maybe", "dataset.binarization must be one of dynamic, static, none"),
+        ("seed=-1", "seed must be a non-negative integer"),
+    ],
+)
+def test_config_validation_names_key_and_allowed_values(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        validate(compose_config([override]))
+
+
+def test_bad_config_exits_nonzero_before_training_and_keeps_results(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    done = run_py(*FAST, f"results_dir={tmp_path}", data_dir=data_dir)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (result,) = tmp_path.rglob("result.json")
+    before = result.read_bytes()
+    bad = run_py(*FAST, f"results_dir={tmp_path}", "model.k=0", data_dir=data_dir)
+    assert bad.returncode != 0
+    assert "error: model.k must be a positive integer, got 0" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    assert list(tmp_path.rglob("result.json")) == [result] and result.read_bytes() == before
+    assert not list(tmp_path.rglob("last.ckpt"))[1:]  # no second run was started
+
+    seeds = run_py("-m", *FAST, f"results_dir={tmp_path}", "seed=3-1", data_dir=data_dir)
+    assert seeds.returncode != 0 and "error: seed=3-1 is an empty" in seeds.stderr
+
+
+@pytest.mark.parametrize(("group", "choice"), [("model", "iwaex"), ("dataset", "cifar")])
+def test_unknown_model_or_dataset_lists_the_choices(
+    group: str, choice: str, data_dir: Path
+) -> None:
+    proc = run_py(f"{group}={choice}", data_dir=data_dir)
+    assert proc.returncode != 0
+    assert f"Could not find '{group}/{choice}'" in proc.stderr
+    expected = "iwaer" if group == "model" else "omniglot"
+    assert "Available options" in proc.stderr and expected in proc.stderr
+
+
+def test_multirun_writes_each_result_once_and_relaunch_skips(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    args = ["-m", *FAST, f"results_dir={tmp_path}", "model=iwae,iwaerrec", "seed=0-1"]
+    first = run_py(*args, data_dir=data_dir)
+    assert first.returncode == 0, first.stderr[-3000:]
+    results = sorted(tmp_path.rglob("result.json"))
+    assert len(results) == 4
+    found = {
+        (json.loads(p.read_text())["model"], json.loads(p.read_text())["seed"]) for p in results
+    }
+    assert found == {(m, s) for m in ("iwae", "iwaerrec") for s in (0, 1)}
+    stamps = [p.stat().st_mtime_ns for p in results]
+    again = run_py(*args, data_dir=data_dir)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (again.stdout + again.stderr).count("skip mnist/") == 4
+    assert "Trainer.fit" not in again.stdout + again.stderr
+    assert [p.stat().st_mtime_ns for p in results] == stamps
+
+
+def test_a_run_busy_in_another_process_is_skipped(tmp_path: Path, data_dir: Path) -> None:
+    cfg = compose_config([*FAST, f"results_dir={tmp_path}", f"data_dir={data_dir}"])
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True)
+    with FileLock(run_dir / ".lock"):
+        proc = run_py(*FAST, f"results_dir={tmp_path}", data_dir=data_dir)
+    assert proc.returncode == 0
+    assert "another process is running it" in proc.stdout + proc.stderr
+    assert not (run_dir / "result.json").exists()
+    assert run(cfg, run_dir) is not None  # free again: the run goes ahead
+
+
+def test_killed_run_resumes_to_the_same_numbers(tmp_path: Path, data_dir: Path) -> None:
+    """SIGKILL after the first checkpoint, re-launch: bitwise the uninterrupted run's result."""
+    args = [
+        *FAST,
+        "model=iwaer",
+        "network.hidden=[64]",
+        "dataset.train_subset=2000",
+        "trainer.max_epochs=8",
+        "eval.test_bound_every_n_epochs=3",
+        "eval.test_bound_points=100",
+    ]
+    reference = run_py(*args, f"results_dir={tmp_path / 'ref'}", data_dir=data_dir)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    killed_dir = tmp_path / "killed"
+    environment = {**os.environ, "IWAER_DATA_DIR": str(data_dir)}
+    proc = subprocess.Popen(
+        [sys.executable, "run.py", *args, f"results_dir={killed_dir}"],
+        cwd=REPO_ROOT,
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    while not list(killed_dir.rglob("last.ckpt")) and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (checkpoint,) = killed_dir.rglob("last.ckpt")
+    last_epoch_done = torch.load(checkpoint, weights_only=False)["epoch"]  # 0-based
+    assert last_epoch_done < 7, "the run must be killed in the middle of training"
+    assert not list(killed_dir.rglob("result.json"))
+
+    resumed = run_py(*args, f"results_dir={killed_dir}", data_dir=data_dir)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stdout + resumed.stderr
+    (ref_file,) = (tmp_path / "ref").rglob("result.json")
+    (res_file,) = killed_dir.rglob("result.json")
+    ref, res = json.loads(ref_file.read_text()), json.loads(res_file.read_text())
+    assert res["test_ll"] == ref["test_ll"] and res["epochs"] == ref["epochs"] == 8
+    assert res["train_bound_last_epoch"] == ref["train_bound_last_epoch"]
+    assert torch.equal(
+        torch.load(res_file.parent / "test_ll_per_point.pt"),
+        torch.load(ref_file.parent / "test_ll_per_point.pt"),
+    )
+
+
+def test_wandb_logs_offline_without_api_key(tmp_path: Path, data_dir: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("WANDB_")}
+    env.update(
+        {"HOME": str(home), "WANDB_BASE_URL": "http://127.0.0.1:9", "IWAER_DATA_DIR": str(data_dir)}
+    )
+    proc = subprocess.run(
+        [sys.executable, "run.py", *FAST, "logger=wandb", f"results_dir={tmp_path / 'r'}"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    assert "logging offline" in output and "wandb sync" in output
+    (offline_run,) = (tmp_path / "r").rglob("offline-run-*")
+    assert any(offline_run.rglob("*.wandb"))
+    assert list((tmp_path / "r").rglob("result.json"))
+
+
+def test_git_state_flags_changed_code_but_not_rewritten_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def git(*args: str) -> None:
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            cwd=tmp_path,
+            check=True,
+            capture_output=True,
+        )
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "bench.md").write_text("old numbers\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "init")
+    monkeypatch.setattr(provenance, "REPO_ROOT", tmp_path)
+    assert provenance.git_state()["dirty"] is False
+    (tmp_path / "results" / "bench.md").write_text("new numbers\n")
+    (tmp_path / "untracked.py").write_text("y = 2\n")
+    state = provenance.git_state()
+    assert state["dirty"] is False and len(state["commit"]) == 40
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert provenance.git_state()["dirty"] is True

@@ -1,0 +1,237 @@
+"""The speed harness: FLOP counts against a hand count and torch's FLOP counter, and a run of
+``python -m benchmark.speed`` in a tiny configuration (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from benchmark.models.iwae import ImportanceWeightedAutoencoder
+from benchmark.speed import bench as speed
+from benchmark.speed.flops import forward_flops, train_step_flops
+from benchmark.speed.report import _at_least, _at_most, where_time_goes
+from benchmark.speed.timing import op_name, profile_ops, seconds_per_call, seconds_per_call_each
+
+# D = 12 -> 7 -> 5 -> 2 x 2 encoder, 2 -> 5 -> 7 -> 12 decoder, B = 4, k = 3.
+D, HIDDEN, Z, B, K = 12, (7, 5), 2, 4, 3
+
+
+def small_model(random_encoder: bool, random_decoder: bool, sampling: str = "local"):
+    return ImportanceWeightedAutoencoder(
+        D,
+        {"hidden": list(HIDDEN), "latent": Z, "activation": "tanh"},
+        k=K,
+        random_encoder=random_encoder,
+        random_decoder=random_decoder,
+        weight_sampling=sampling,
+    )
+
+
+def mm(rows: int, n_in: int, n_out: int) -> int:
+    return 2 * rows * n_in * n_out
+
+
+def test_iwae_flops_match_hand_count():
+    # Encoder on the B data points; decoder on the k B latent samples.
+    forward = mm(B, 12, 7) + mm(B, 7, 5) + mm(B, 5, 4) + mm(K * B, 2, 5) + mm(K * B, 5, 7)
+    forward += mm(K * B, 7, 12)
+    # Backward: a weight gradient per product, an input gradient except for the data x.
+    backward = 2 * forward - mm(B, 12, 7)
+    model = small_model(False, False)
+    assert forward_flops(model, B, K) == forward == 4208
+    assert train_step_flops(model, B, K) == forward + backward == 11952
+
+
+def test_iwaer_local_flops_match_hand_count():
+    # Every random layer: a mean and a variance product. The first runs on the B data points
+    # (its input x is shared by the k samples); after it, activations differ per sample.
+    forward = 2 * (mm(B, 12, 7) + mm(K * B, 7, 5) + mm(K * B, 5, 4))
+    forward += 2 * (mm(K * B, 2, 5) + mm(K * B, 5, 7) + mm(K * B, 7, 12))
+    backward = 2 * forward - 2 * mm(B, 12, 7)
+    model = small_model(True, True)
+    assert forward_flops(model, B, K) == forward == 10176
+    assert train_step_flops(model, B, K) == forward + backward == 29184
+
+
+@pytest.mark.parametrize(
+    ("random_encoder", "random_decoder", "sampling"),
+    [
+        (False, False, "local"),
+        (True, True, "local"),
+        (True, True, "shared"),
+        (True, False, "local"),
+        (True, False, "shared"),
+    ],
+)
+def test_flop_count_is_what_the_model_executes(random_encoder, random_decoder, sampling):
+    """torch's FLOP counter sees exactly the minimal count: no product is computed twice or
+    on more rows than needed."""
+    model = small_model(random_encoder, random_decoder, sampling)
+    x = torch.bernoulli(torch.full((B, D), 0.3), generator=torch.Generator().manual_seed(0))
+    with FlopCounterMode(display=False) as forward:
+        loss = -model.bound(x, K).mean()
+    with FlopCounterMode(display=False) as backward:
+        loss.backward()
+    assert forward.get_total_flops() == forward_flops(model, B, K)
+    assert forward.get_total_flops() + backward.get_total_flops() == train_step_flops(model, B, K)
+
+
+TINY = [
+    "batch=10",
+    "k=3",
+    "hidden=[16]",
+    "latent=4",
+    "steps=2",
+    "warmup=1",
+    "repeats=1",
+    "epoch_batches=3",
+    "eval_points=20",
+    "eval_samples=10",
+    "compile=false",
+    "profile_calls=1",
+]
+
+
+def test_harness_runs_in_a_tiny_configuration(tmp_path, data_dir, capfd):
+    speed.main([*TINY, f"out={tmp_path}", f"data_dir={data_dir}"])
+    stderr = capfd.readouterr().err
+    assert "[bench] training steps" in stderr and "[bench] evaluation" in stderr
+    assert "profiler_start" not in stderr and "gpuGetDeviceCount" not in stderr  # Kineto quiet
+    result = json.loads((tmp_path / "bench.json").read_text())
+    markdown = (tmp_path / "bench.md").read_text()
+
+    peak = result["matmul"]["peak_gflops"]
+    assert peak == max(s["gflops"] for s in result["matmul"]["shapes"]) > 0
+    bc = speed.parse_args(TINY)
+    steps = {row["model"]: row for row in result["train_steps"]}
+    assert set(steps) == set(speed.VARIANTS)
+    for variant, row in steps.items():
+        model = speed.build_model(bc, variant, torch.device("cpu"))
+        assert row["gflop"] * 1e9 == pytest.approx(train_step_flops(model, 10, 3))
+        assert row["ratio"] == pytest.approx(row["ms"] / row["gemm_bound_ms"])
+        assert 0 < row["profile"]["gemm_share"] < 1
+        assert variant in markdown
+    # noise: the latent [k, B, Z], and one normal per output unit of every local-sampling layer
+    assert steps["iwae"]["normals"] == 3 * 10 * 4
+    assert steps["iwaer (local)"]["normals"] == 3 * 10 * (4 + 16 + 8 + 16 + 784)
+    # shared sampling: the latent, and k draws of every weight matrix and bias vector
+    shared_weights = 785 * 16 + 17 * 8 + 5 * 16 + 17 * 784
+    assert steps["iwaer (shared)"]["normals"] == 3 * 10 * 4 + 3 * shared_weights
+    assert result["noise"]["ns_per_normal"] > 0 and "Noise floor" in markdown
+    for row in result["references"]:
+        assert row["speedup"] == pytest.approx(row["reference_ms"] / row["ms"])
+    epoch = result["lightning_epoch"]
+    assert epoch["steps"] == 3 and epoch["epoch_s"] > 0 and epoch["steps_s"] > 0
+    for row in result["eval"]:
+        assert row["points"] == 20 and row["samples_per_s"] > 0
+        per_pair = steps[row["model"]]["normals"] / (3 * 10)  # local sampling: per (sample, point)
+        assert row["normals"] == 20 * 10 * per_pair
+        if row["peak_memory_bytes"] is not None:
+            assert 0 <= row["peak_memory_bytes"] <= row["memory_cap_bytes"]
+    for row in result["bf16"]:
+        # bf16 keeps ~3 significant digits: the bound (~-550 nats here) moves by well under 1%.
+        assert 0 < row["bound_abs_diff_nats"] < 5
+    assert len(result["projection"]["runs"]) == 6
+    assert all(r["total_h"] > 0 for r in result["projection"]["runs"])
+    assert result["config"]["k"] == 3 and result["git"]["commit"]
+    assert "Peak matmul rate" in markdown and "Projected" in markdown
+    assert "compiled" not in markdown  # compile=false: nothing compiled was measured
+
+
+def test_projection_and_report_with_compiled_measurements(tmp_path, data_dir):
+    """With compiled rows equal to the eager ones, the compiled projection equals the eager
+    one; compiled evaluations are reported under their own label."""
+    speed.main([*TINY, f"out={tmp_path}", f"data_dir={data_dir}"])
+    result = json.loads((tmp_path / "bench.json").read_text())
+    steps, evals = result["train_steps"], result["eval"]
+    projection = speed.project_paper_runs(steps, result["lightning_epoch"], evals, steps, evals)
+    for row in projection["runs"]:
+        assert row["total_h_compiled"] == pytest.approx(row["total_h"])
+    result["projection"] = projection
+    result["eval_compiled"] = [{**row, "compiled": True} for row in evals]
+    markdown = speed.render_markdown(result)
+    assert "| iwaer (local), compiled |" in markdown
+    assert "total h, `compile=true`" in markdown
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["nosuch=1"], "Options: device"),
+        (["k=0"], "k must be a positive integer"),
+        (["steps=many"], "steps"),
+        (["epoch_model=gan"], "epoch_model must be"),
+    ],
+)
+def test_bad_options_exit_with_a_clear_message(argv, message):
+    with pytest.raises(SystemExit, match=message):
+        speed.parse_args(argv)
+
+
+def test_profile_ops_names_and_shares_the_ops():
+    a, b = torch.randn(64, 256), torch.randn(256, 64)
+    profile = profile_ops(lambda: torch.mm(a, b).exp().sum(), torch.device("cpu"), calls=2)
+    ops = {op["op"]: op for op in profile["top_ops"]}
+    assert {"aten::mm", "aten::exp"} <= ops.keys() and ops["aten::mm"]["gemm"]
+    assert not ops["aten::exp"]["gemm"]
+    assert 0 < profile["gemm_share"] < 1
+    assert sum(op["share"] for op in profile["top_ops"]) <= 1 + 1e-9
+    assert op_name("## Call CompiledFxGraph f4jvmg42j6rm4 ##") == "compiled graph (fused ops)"
+    assert op_name("Torch-Compiled Region: 0/7") == "Torch-Compiled Region"
+
+
+def test_profile_ops_reports_a_named_range_with_the_ops_it_calls():
+    a = torch.randn(256, 256)
+
+    def fn() -> None:
+        with torch.profiler.record_function("outer"):
+            a.exp()
+            with torch.profiler.record_function("inner"):
+                a.exp()
+
+    def rows(ranges: tuple[str, ...]) -> list[str]:
+        profile = profile_ops(fn, torch.device("cpu"), calls=2, ranges=ranges)
+        return [op["op"] for op in profile["top_ops"]]
+
+    assert rows(())[0] == "aten::exp"
+    grouped = rows(("outer", "inner"))
+    assert grouped[0] == "outer" and "inner" not in grouped and "aten::exp" not in grouped
+
+
+def test_a_narrow_miss_never_reads_as_zero_percent():
+    assert _at_least(2.995, 3) == "**missed** by 0.17% (target ≥ 3)"
+    assert _at_most(1.32, 1.3) == "**missed** by 2% (target ≤ 1.3)"
+    assert _at_most(1.3, 1.3) == "met (≤ 1.3)"
+
+
+def test_where_time_goes_splits_the_profiled_ratio_into_matmuls_ops_and_the_rest():
+    ops = [("aten::mm", 6.0, True), ("noise", 2.0, False), ("aten::sqrt_", 1.0, False)]
+    profile = {
+        "total_ms_per_call": 10.0,
+        "gemm_share": 0.6,
+        "gemm_bound_ms": 5.0,
+        "top_ops": [{"op": op, "ms_per_call": ms, "gemm": gemm} for op, ms, gemm in ops],
+    }
+    assert where_time_goes(profile) == (
+        "2.00x in the profile = matmuls 1.20x + `noise` 0.40x + `aten::sqrt_` 0.20x"
+        " + other ops 0.20x (matmuls 60% of op time)"
+    )
+    assert where_time_goes(profile, n=1).endswith(
+        "`noise` 0.40x + other ops 0.40x (matmuls 60% of op time)"
+    )
+
+
+def test_timed_repeats_of_several_paths_are_interleaved_each_after_an_untimed_call():
+    """Warm-up of every path first; then per repeat one block of calls per path in turn, each
+    block after one untimed call (a single path needs none)."""
+    order: list[str] = []
+    fns = {name: (lambda name=name: order.append(name)) for name in "ab"}
+    seconds = seconds_per_call_each(fns, torch.device("cpu"), calls=2, warmup=1, repeats=2)
+    assert "".join(order) == "ab" + "aaabbb" * 2
+    assert set(seconds) == {"a", "b"} and all(0 < s < 1 for s in seconds.values())
+    order.clear()
+    seconds_per_call(fns["a"], torch.device("cpu"), calls=2, warmup=1, repeats=2)
+    assert "".join(order) == "a" + "aa" * 2
