@@ -77,3 +77,30 @@ def test_the_cheapest_committed_cell_reruns_to_its_numbers(tmp_path: Path, data_
         torch.load(rerun_file.parent / rerun["per_point_file"]),
         torch.load(path.parent / cheapest["per_point_file"]),
     )
+
+
+def quoted_cell(cell: dict) -> str:
+    """A cell as the README quotes it: mean ± SE (n), or mean (n) for one seed."""
+    se = f" ± {cell['se']:.2f}" if cell["n"] > 1 else ""
+    return f"{cell['mean']:.2f}{se} ({cell['n']})"
+
+
+def test_the_readme_quotes_the_committed_tables() -> None:
+    """The README's result tables are the committed tables' numbers, not stale copies."""
+    readme = (REPO_ROOT / "README.md").read_text().splitlines()
+    quick = json.loads((REPO_ROOT / "results/quick/table1.json").read_text())["cells"]
+    cells = {(c["dataset"], c["model"]): c for c in quick}
+    for label, dataset in (("MNIST", "mnist"), ("Omniglot", "omniglot")):
+        (row,) = [line for line in readme if line.startswith(f"| {label} (")]
+        quoted = [text.strip() for text in row.split("|")[2:5]]
+        expected = [quoted_cell(cells[(dataset, m)]) for m in ("iwae", "iwaerrec", "iwaer")]
+        assert quoted == expected, label
+    claim = json.loads((REPO_ROOT / "results/generalization/table1.json").read_text())["cells"]
+    for label, variant in (
+        ("IWAE", "iwae (k=25)"),
+        ("IWAERrec", "iwaerrec (k=25, local, s0=0.05)"),
+        ("IWAER", "iwaer (k=25, local, s0=0.05)"),
+    ):
+        (cell,) = [c for c in claim if c["variant"] == variant and "200 epochs" in c["protocol"]]
+        (row,) = [line for line in readme if line.startswith(f"| {label} | ")]
+        assert row.split("|")[2].strip() == f"{cell['mean']:.2f} ± {cell['se']:.2f}", label
