@@ -129,22 +129,5 @@ class _SharedWeights(torch.autograd.Function):
         return grad_h, grad_weight, grad_bias, grad_weight_std, grad_bias_std, None, None
 
 
-def local_reparameterization(
-    h: Tensor, weight: Tensor, bias: Tensor, weight_var: Tensor, bias_var: Tensor, eps: Tensor
-) -> Tensor:
-    """``h M + m + sqrt((h*h)(S*S) + s*s) * eps`` ``[k, B, n_out]``
-    (:class:`_LocalReparameterization`)."""
-    return _LocalReparameterization.apply(h, weight, bias, weight_var, bias_var, eps)
-
-
-def shared_weights(
-    h: Tensor,
-    weight: Tensor,
-    bias: Tensor,
-    weight_std: Tensor,
-    bias_std: Tensor,
-    eps_weight: Tensor,
-    eps_bias: Tensor,
-) -> Tensor:
-    """``h_j (M + S * eps_j) + m + s * e_j`` ``[k, B, n_out]`` (:class:`_SharedWeights`)."""
-    return _SharedWeights.apply(h, weight, bias, weight_std, bias_std, eps_weight, eps_bias)
+local_reparameterization = _LocalReparameterization.apply
+shared_weights = _SharedWeights.apply

@@ -41,16 +41,19 @@ class Network(NamedTuple):
 class ImportanceWeightedModel(nn.Module, ABC):
     """Base class of the models: ``log_weights(x, k) -> [k, B]``, sampling and reconstruction.
 
-    Subclasses set ``name``, ``k`` (importance samples in training), ``x_dim`` and
-    ``latent_sizes`` (one entry per stochastic layer), and implement the abstract methods.
+    ``name`` labels results, ``k`` is the number of importance samples in training, ``x_dim``
+    the pixels, ``latent_sizes`` one entry per stochastic layer; subclasses implement the
+    abstract methods.
     Noise layout: :meth:`noise_shapes` lists the latents' noise first, ``[k, B, Z_l]`` for
     each entry of ``latent_sizes``, then the weight noise of the random layers.
     """
 
-    name: str
-    k: int
-    x_dim: int
-    latent_sizes: tuple[int, ...]
+    def __init__(self, name: str, k: int, x_dim: int, latent_sizes: Sequence[int]) -> None:
+        super().__init__()
+        if k < 1:
+            raise ValueError(f"model.k must be >= 1, got {k}")
+        self.name, self.k, self.x_dim = name, k, x_dim
+        self.latent_sizes = tuple(latent_sizes)
 
     @abstractmethod
     def noise_shapes(self, batch: int, k: int) -> list[tuple[int, ...]]:
@@ -77,8 +80,14 @@ class ImportanceWeightedModel(nn.Module, ABC):
         """Pixel means ``[B, D]`` of p(x | h), h one draw of q(h | x)."""
 
     @abstractmethod
+    def output_layer(self) -> GaussianLinear:
+        """The layer whose outputs are the Bernoulli logits of the pixels."""
+
+    @torch.no_grad()
     def init_output_bias(self, pixel_mean: Tensor) -> None:
-        """Set the output layer's bias from the mean training pixel ``[D]`` (Burda et al.)."""
+        """Output bias = logit of the mean training pixel ``[D]`` (Burda et al.)."""
+        p = pixel_mean.clamp(1e-3, 1.0 - 1e-3)
+        self.output_layer().bias.copy_(torch.log(p) - torch.log1p(-p))
 
     def shared_work(self, x: Tensor) -> Any:
         """The noise-free work on ``x`` that many passes over it share (the S-sample

@@ -28,7 +28,7 @@ from benchmark.models.bounds import (
     log_normal_at_noise,
     log_standard_normal,
 )
-from benchmark.models.gaussian_layers import WeightSampling, weight_scales
+from benchmark.models.gaussian_layers import GaussianLinear, WeightSampling, weight_scales
 from benchmark.models.networks import GaussianMLP, SharedHead
 
 
@@ -60,14 +60,11 @@ class ImportanceWeightedAutoencoder(ImportanceWeightedModel):
         init_std: float = 0.05,
         weight_sampling: str = WeightSampling.LOCAL.value,
     ) -> None:
-        super().__init__()
         net = network_keys(dict(network), ("hidden", "latent", "activation"))
         hidden = positive_ints("network.hidden", net["hidden"])
         (latent,) = positive_ints("network.latent", [net["latent"]])
-        if k < 1:
-            raise ValueError(f"model.k must be >= 1, got {k}")
-        self.name, self.k, self.x_dim, self.latent = name, k, x_dim, latent
-        self.latent_sizes = (latent,)
+        super().__init__(name, k, x_dim, (latent,))
+        self.latent = latent
         common = {
             "activation": net["activation"],
             "init_std": init_std,
@@ -84,11 +81,8 @@ class ImportanceWeightedAutoencoder(ImportanceWeightedModel):
             Network("decoder", self.decoder, input_is_data=False, per_sample_input=True),
         ]
 
-    @torch.no_grad()
-    def init_output_bias(self, pixel_mean: Tensor) -> None:
-        """Decoder output bias = logit of the mean training pixel (Burda et al.)."""
-        p = pixel_mean.clamp(1e-3, 1.0 - 1e-3)
-        self.decoder.layers[-1].bias.copy_(torch.log(p) - torch.log1p(-p))
+    def output_layer(self) -> GaussianLinear:
+        return self.decoder.layers[-1]
 
     def encode(
         self, x: Tensor, k: int, generator: torch.Generator | None = None

@@ -26,7 +26,7 @@ from benchmark.models.bounds import (
     log_normal_diag,
     log_standard_normal,
 )
-from benchmark.models.gaussian_layers import WeightSampling, weight_scales
+from benchmark.models.gaussian_layers import GaussianLinear, WeightSampling, weight_scales
 from benchmark.models.iwae import SharedWork
 from benchmark.models.networks import GaussianMLP
 
@@ -54,7 +54,6 @@ class TwoStochasticLayerIWAE(ImportanceWeightedModel):
         init_std: float = 0.05,
         weight_sampling: str = WeightSampling.LOCAL.value,
     ) -> None:
-        super().__init__()
         net = network_keys(dict(network), ("hidden", "latent", "activation"))
         stages = net["hidden"]
         if (
@@ -70,10 +69,8 @@ class TwoStochasticLayerIWAE(ImportanceWeightedModel):
         latent = positive_ints("network.latent", net["latent"])
         if len(latent) != 2:
             raise ValueError(f"network.latent must be [Z1, Z2], got {net['latent']!r}")
-        if k < 1:
-            raise ValueError(f"model.k must be >= 1, got {k}")
+        super().__init__(name, k, x_dim, latent)
         z1, z2 = latent
-        self.name, self.k, self.x_dim, self.latent_sizes = name, k, x_dim, (z1, z2)
         common = {
             "activation": net["activation"],
             "init_std": init_std,
@@ -92,11 +89,8 @@ class TwoStochasticLayerIWAE(ImportanceWeightedModel):
             Network("decoder1", self.decoder1, input_is_data=False, per_sample_input=True),
         ]
 
-    @torch.no_grad()
-    def init_output_bias(self, pixel_mean: Tensor) -> None:
-        """decoder1's output bias = logit of the mean training pixel (Burda et al.)."""
-        p = pixel_mean.clamp(1e-3, 1.0 - 1e-3)
-        self.decoder1.layers[-1].bias.copy_(torch.log(p) - torch.log1p(-p))
+    def output_layer(self) -> GaussianLinear:
+        return self.decoder1.layers[-1]
 
     def noise_shapes(self, batch: int, k: int) -> list[tuple[int, ...]]:
         """eps1 ``[k, B, Z1]``, eps2 ``[k, B, Z2]``, then the weight noise of the networks in

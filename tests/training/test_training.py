@@ -5,10 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,7 +20,7 @@ from benchmark.runs.experiment import train_and_evaluate
 from benchmark.runs.metrics_log import read_epoch_metrics
 from benchmark.runs.validation import validate
 from benchmark.training.module import ImportanceWeightedLitModule, TrainingDivergedError
-from tests.conftest import REPO_ROOT
+from tests.conftest import run_py
 
 
 def config_names(group: str) -> list[str]:
@@ -124,7 +121,6 @@ def test_same_config_and_seed_give_identical_results(tmp_path: Path, data_dir: P
 
 
 def test_run_py_smoke_writes_a_complete_result(tmp_path: Path, data_dir: Path) -> None:
-    env = {**os.environ, "IWAER_DATA_DIR": str(data_dir)}
     overrides = [
         "experiment=smoke",
         "model=iwaerrec",
@@ -132,14 +128,7 @@ def test_run_py_smoke_writes_a_complete_result(tmp_path: Path, data_dir: Path) -
         "trainer.enable_progress_bar=false",
         "eval.progress=false",
     ]
-    proc = subprocess.run(
-        [sys.executable, "run.py", *overrides],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_py(*overrides, data_dir=data_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (result_file,) = tmp_path.rglob("result.json")
     result = json.loads(result_file.read_text())
