@@ -11,15 +11,19 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from benchmark.runs.cli import expand_seed_ranges
 from benchmark.runs.config import configure_hydra
 from benchmark.runs.experiment import run
 from benchmark.runs.validation import ConfigError
+from benchmark.training.checkpointing import CorruptCheckpointError
+from benchmark.training.module import TrainingDivergedError
 from datamodules import DataError
 
 configure_hydra()
+FAILED_RUNS: list[str] = []  # runs of a sweep that stopped with an error (the others go on)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -27,8 +31,14 @@ def main(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         result = run(cfg, run_dir)
-    except (ConfigError, DataError) as err:
+    except (ConfigError, DataError) as err:  # the same for every run of a sweep: stop
         sys.exit(f"error: {err}")
+    except (CorruptCheckpointError, TrainingDivergedError) as err:  # this run only
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            sys.exit(f"error: {err}")
+        print(f"error: {err}; the sweep goes on with its other runs", file=sys.stderr)
+        FAILED_RUNS.append(str(run_dir))
+        return None
     if result is None:
         return None
     print(
@@ -45,3 +55,5 @@ if __name__ == "__main__":
     except ConfigError as err:
         sys.exit(f"error: {err}")
     main()
+    if FAILED_RUNS:
+        sys.exit(f"error: {len(FAILED_RUNS)} run(s) of the sweep failed (see above): {FAILED_RUNS}")

@@ -41,6 +41,8 @@ from benchmark.runs.provenance import (
 )
 from benchmark.runs.validation import validate
 from benchmark.runs.wandb_logging import offline_sync_hint
+from benchmark.training.checkpointing import check_readable
+from benchmark.training.module import TrainingDivergedError
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +124,8 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 def _train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     started = time.perf_counter()
     run_dir.mkdir(parents=True, exist_ok=True)
+    if (run_dir / LAST_CHECKPOINT).is_file():
+        check_readable(run_dir / LAST_CHECKPOINT)
     # Lightning's hints for DataLoader-based pipelines do not apply to device-resident data,
     # and metrics here are logged per epoch, not every n steps.
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -146,11 +150,18 @@ def _train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     datamodule.setup("fit")
     module.net.init_output_bias(datamodule.train_pixel_mean().cpu())
     checkpoint = run_dir / LAST_CHECKPOINT
-    if checkpoint.is_file():
+    resume = checkpoint.is_file()
+    if resume:
         log.info("resuming from %s", checkpoint)
-    trainer.fit(
-        module, datamodule=datamodule, ckpt_path=checkpoint if checkpoint.is_file() else None
-    )
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint if resume else None)
+    except TrainingDivergedError as err:
+        kept = (
+            f"its last good checkpoint stays in {checkpoint}"
+            if checkpoint.is_file()
+            else "no checkpoint was written"
+        )
+        raise TrainingDivergedError(f"{err} ({kept})") from None
     trained = time.perf_counter()
 
     estimate = estimate_log_likelihood(

@@ -3,11 +3,31 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint to resume from cannot be read."""
+
+
+def check_readable(path: Path) -> None:
+    """Raise :class:`CorruptCheckpointError`, naming ``path`` and the fix, unless it is a
+    complete ``torch.save`` archive (a zip file whose every member passes its CRC check)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (OSError, zipfile.BadZipFile) as err:
+        bad = str(err)
+    if bad is not None:
+        raise CorruptCheckpointError(
+            f"the checkpoint {path} is corrupt ({bad}): delete it to train this run from the "
+            f"start, or put back a good copy to resume from it"
+        )
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -296,3 +296,48 @@ def test_git_state_flags_changed_code_but_not_rewritten_results(
     assert state["dirty"] is False and len(state["commit"]) == 40
     (tmp_path / "code.py").write_text("x = 2\n")
     assert provenance.git_state()["dirty"] is True
+
+
+def test_a_corrupt_checkpoint_stops_the_run_with_one_line_naming_it(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """A truncated ``last.ckpt`` (as a full disk leaves it): one line naming the file and
+    the fix, no traceback, and the file is left where it is."""
+    cfg = compose_config([*FAST, f"results_dir={tmp_path}"])
+    checkpoint = Path(cfg.run_dir) / "checkpoints" / "last.ckpt"
+    checkpoint.parent.mkdir(parents=True)
+    torch.save({"state_dict": {"w": torch.zeros(10_000)}}, checkpoint)
+    data = checkpoint.read_bytes()
+    checkpoint.write_bytes(data[: len(data) // 2])
+    proc = run_py(*FAST, f"results_dir={tmp_path}", data_dir=data_dir)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: the checkpoint {checkpoint} is corrupt")
+    assert "delete it to train this run from the start" in last
+    assert checkpoint.read_bytes() == data[: len(data) // 2]
+
+
+def test_a_diverged_run_reports_one_line_and_a_sweep_goes_on(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """Weight stds of 1e30 overflow in the first step: one line each, no traceback; in a
+    sweep the other runs still run, and the sweep exits non-zero naming the failed runs."""
+    diverging = [*FAST, "model=iwaer", "model.init_std=1e30", f"results_dir={tmp_path / 'one'}"]
+    proc = run_py(*diverging, data_dir=data_dir)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the training bound is nan in epoch 0: training diverged")
+    assert "no checkpoint was written" in last
+    sweep = run_py(
+        "-m",
+        *FAST,
+        "model=iwaer",
+        "model.init_std=1e30,0.05",
+        f"results_dir={tmp_path / 'sweep'}",
+        data_dir=data_dir,
+    )
+    assert sweep.returncode == 1 and "Traceback" not in sweep.stderr
+    assert sweep.stderr.count("training diverged") == 1
+    assert "1 run(s) of the sweep failed" in sweep.stderr
+    assert len(list((tmp_path / "sweep").rglob("result.json"))) == 1
