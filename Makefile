@@ -10,6 +10,7 @@ DATASETS ?= mnist,omniglot
 SEEDS ?= 0-4
 RESULTS ?= results/$(PRESET)
 LAUNCHER ?= basic
+LOGGER ?= auto   # CSV, plus W&B when you are logged in; logger=... in ARGS decides instead
 ARGS ?=
 
 .PHONY: install test test-slow smoke bench lint format clean reproduce-table1 table1 \
@@ -43,7 +44,8 @@ bench: install
 reproduce-table1: install
 	$(BIN)/python -m benchmark.runs.prepare_data $(DATASETS) $(filter data_dir=% dataset.%,$(ARGS))
 	$(BIN)/python run.py -m experiment=$(PRESET) model=$(MODELS) dataset=$(DATASETS) \
-		seed=$(SEEDS) hydra/launcher=$(LAUNCHER) results_dir=$(RESULTS) $(ARGS)
+		seed=$(SEEDS) hydra/launcher=$(LAUNCHER) results_dir=$(RESULTS) \
+		$(if $(filter logger=% ~logger,$(ARGS)),,logger=$(strip $(LOGGER))) $(ARGS)
 	$(BIN)/python -m benchmark.table $(RESULTS)
 
 table1: install

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from benchmark.models.base import ImportanceWeightedModel
+from benchmark.runs.wandb_logging import wandb_wanted
 from benchmark.training.callbacks import ImageGrids, TestLogLikelihoodMonitor, WeightStdMonitor
 from benchmark.training.checkpointing import AtomicCheckpointIO
 from benchmark.training.module import ImportanceWeightedLitModule
@@ -55,9 +56,22 @@ def estimator_options(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+def logger_configs(cfg: DictConfig) -> list[dict[str, Any]]:
+    """The resolved configs of the loggers to start: every entry of ``cfg.logger``, except
+    those marked ``only_when_logged_in`` (``logger=auto``'s W&B) when W&B has no
+    credentials here (:func:`~benchmark.runs.wandb_logging.wandb_wanted`)."""
+    out = []
+    for conf in (cfg.get("logger") or {}).values():
+        resolved = OmegaConf.to_container(conf, resolve=True)
+        if resolved.pop("only_when_logged_in", False) and not wandb_wanted():
+            continue
+        out.append(resolved)
+    return out
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path | None = None) -> pl.Trainer:
     """Trainer with the configured loggers; with ``run_dir``, also checkpoints and image grids."""
-    loggers = [instantiate(conf) for conf in (cfg.get("logger") or {}).values()]
+    loggers = [instantiate(conf) for conf in logger_configs(cfg)]
     callbacks: list[pl.Callback] = [WeightStdMonitor()]
     if cfg.eval.test_ll_every_n_epochs:
         callbacks.append(

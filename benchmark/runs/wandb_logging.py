@@ -29,6 +29,12 @@ def has_wandb_credentials() -> bool:
         return False
 
 
+def wandb_wanted() -> bool:
+    """Whether ``logger=auto`` adds W&B: credentials are here, or ``WANDB_MODE`` asks for
+    ``online`` or ``offline`` explicitly."""
+    return has_wandb_credentials() or os.environ.get("WANDB_MODE") in ("online", "offline")
+
+
 def wandb_mode() -> str:
     """``WANDB_MODE`` when set, else ``online`` with credentials and ``offline`` without."""
     explicit = os.environ.get("WANDB_MODE")

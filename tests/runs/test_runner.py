@@ -16,6 +16,7 @@ from filelock import FileLock
 from hydra.utils import get_class
 
 from benchmark.runs import provenance
+from benchmark.runs.builders import logger_configs
 from benchmark.runs.cli import expand_seed_ranges
 from benchmark.runs.config import compose_config
 from benchmark.runs.experiment import run
@@ -86,7 +87,7 @@ EXPERIMENTS = sorted(p.stem for p in (REPO_ROOT / "conf" / "experiment").glob("*
 
 @pytest.mark.parametrize("launcher", ["basic", "joblib", "submitit_slurm", "submitit_local"])
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-@pytest.mark.parametrize("logger", ["csv", "wandb"])
+@pytest.mark.parametrize("logger", ["csv", "wandb", "auto"])
 def test_presets_launchers_and_loggers_compose(launcher: str, experiment: str, logger: str) -> None:
     from hydra import compose, initialize_config_dir
 
@@ -105,7 +106,7 @@ def test_presets_launchers_and_loggers_compose(launcher: str, experiment: str, l
             return_hydra_config=True,
         )
     assert get_class(cfg.hydra.launcher._target_) is not None
-    assert "csv" in cfg.logger and (logger != "wandb" or "wandb" in cfg.logger)
+    assert "csv" in cfg.logger and (logger == "csv" or "wandb" in cfg.logger)
     validate(cfg)
 
 
@@ -341,3 +342,37 @@ def test_a_diverged_run_reports_one_line_and_a_sweep_goes_on(
     assert sweep.stderr.count("training diverged") == 1
     assert "1 run(s) of the sweep failed" in sweep.stderr
     assert len(list((tmp_path / "sweep").rglob("result.json"))) == 1
+
+
+@pytest.mark.parametrize("logged_in", [False, True], ids=["no-credentials", "api-key"])
+def test_logger_auto_adds_wandb_only_when_logged_in(
+    logged_in: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``make reproduce-table1``'s default logger: W&B joins CSV with credentials (here a
+    key in the environment; a ``wandb login`` would be ~/.netrc), CSV alone without; an
+    explicit ``logger=`` still decides. Nothing is started, so no network is needed."""
+    for key in ("WANDB_API_KEY", "WANDB_MODE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    if logged_in:
+        monkeypatch.setenv("WANDB_API_KEY", "0" * 40)
+    csv, wandb = (
+        "pytorch_lightning.loggers.CSVLogger",
+        "benchmark.runs.wandb_logging.make_wandb_logger",
+    )
+    targets = [c["_target_"] for c in logger_configs(compose_config(["logger=auto"]))]
+    assert targets == [csv, wandb] if logged_in else [csv]
+    assert [c["_target_"] for c in logger_configs(compose_config(["logger=csv"]))] == [csv]
+    assert [c["_target_"] for c in logger_configs(compose_config(["logger=wandb"]))] == [csv, wandb]
+
+
+def test_make_reproduce_table1_uses_logger_auto_unless_args_choose() -> None:
+    def dry_run(*args: str) -> str:
+        out = subprocess.run(
+            ["make", "-n", "reproduce-table1", *args], cwd=REPO_ROOT, capture_output=True, text=True
+        )
+        return out.stdout
+
+    assert "logger=auto" in dry_run()
+    chosen = dry_run("ARGS=logger=csv")
+    assert "logger=csv" in chosen and "logger=auto" not in chosen
