@@ -39,6 +39,7 @@ from benchmark.runs.provenance import (
     protocol_config,
     protocol_id,
 )
+from benchmark.runs.resources import apply_job_resources
 from benchmark.runs.validation import validate
 from benchmark.runs.wandb_logging import offline_sync_hint
 from benchmark.training.checkpointing import check_readable
@@ -130,8 +131,7 @@ def _train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     # and metrics here are logged per epoch, not every n steps.
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
-    if cfg.get("num_threads"):
-        torch.set_num_threads(cfg.num_threads)
+    apply_job_resources(cfg)
     if kernels.get_mode() == "auto":
         kernels.retain_freed_memory()
     if cfg.compile:

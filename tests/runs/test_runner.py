@@ -20,6 +20,7 @@ from benchmark.runs.builders import logger_configs
 from benchmark.runs.cli import expand_seed_ranges
 from benchmark.runs.config import compose_config
 from benchmark.runs.experiment import run
+from benchmark.runs.resources import device_of_job, threads_per_job
 from benchmark.runs.validation import ConfigError, validate
 from tests.conftest import REPO_ROOT, run_py
 
@@ -376,3 +377,30 @@ def test_make_reproduce_table1_uses_logger_auto_unless_args_choose() -> None:
     assert "logger=auto" in dry_run()
     chosen = dry_run("ARGS=logger=csv")
     assert "logger=csv" in chosen and "logger=auto" not in chosen
+
+
+def test_threads_and_devices_are_divided_among_parallel_jobs() -> None:
+    assert threads_per_job(None, n_jobs=2, cores=2) == 1
+    assert threads_per_job(None, n_jobs=4, cores=16) == 4
+    assert threads_per_job(None, n_jobs=8, cores=2) == 1  # at least one
+    assert threads_per_job(3, n_jobs=2, cores=2) == 3  # the user's choice wins
+    assert threads_per_job(None, n_jobs=1, cores=2) is None  # one job: torch's default
+    assert [device_of_job(i, 4) for i in range(6)] == [0, 1, 2, 3, 0, 1]
+    assert device_of_job(3, 1) is None and device_of_job(3, 0) is None
+
+
+def test_joblib_jobs_get_cores_divided_by_n_jobs_threads(tmp_path: Path, data_dir: Path) -> None:
+    proc = run_py(
+        "-m",
+        *FAST,
+        "seed=0,1",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        f"results_dir={tmp_path}",
+        data_dir=data_dir,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = [json.loads(p.read_text()) for p in tmp_path.rglob("result.json")]
+    assert len(results) == 2
+    expected = max(1, len(os.sched_getaffinity(0)) // 2)
+    assert {r["machine"]["torch_threads"] for r in results} == {expected}
