@@ -43,6 +43,8 @@ bench: install
 
 reproduce-table1: install
 	$(BIN)/python -m benchmark.runs.prepare_data $(DATASETS) $(filter data_dir=% dataset.%,$(ARGS))
+	$(BIN)/python -m benchmark.runs.eta experiment=$(PRESET) model=$(MODELS) dataset=$(DATASETS) \
+		seed=$(SEEDS) $(ARGS)
 	$(BIN)/python run.py -m experiment=$(PRESET) model=$(MODELS) dataset=$(DATASETS) \
 		seed=$(SEEDS) hydra/launcher=$(LAUNCHER) results_dir=$(RESULTS) \
 		$(if $(filter logger=% ~logger,$(ARGS)),,logger=$(strip $(LOGGER))) $(ARGS)

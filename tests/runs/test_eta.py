@@ -1,0 +1,72 @@
+"""The projected wall time printed before a sweep: its arithmetic, the sweep's cells, and
+the report (no timing assertions)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmark.runs import eta
+from benchmark.runs.config import compose_config
+
+
+def test_projection_counts_every_step_and_every_evaluated_pair() -> None:
+    cfg = compose_config(["experiment=generalization"])  # monitor: S = 100 on 1,000 points
+    train_s, eval_s = eta.projected_run_seconds(
+        cfg, n_train=1000, n_test=2000, step_s=0.5, chunk_s=2.0, chunk_rows=4
+    )
+    assert train_s == 200 * (1000 // 100) * 0.5
+    monitor_pairs = (200 // 10) * 1000 * 100
+    assert eval_s == (2000 * 2000 + monitor_pairs) * 2.0 / 4
+
+
+def test_sweep_cells_are_the_product_of_models_and_data_sets_and_count_seeds() -> None:
+    cells, seeds = eta.sweep_cells(
+        [
+            "experiment=quick",
+            "model=iwae,iwaer",
+            "dataset=mnist,omniglot",
+            "seed=0-4",
+            "hydra.launcher.partition=gpu",
+            "num_threads=1",
+        ]
+    )
+    assert seeds == 5
+    assert cells == [
+        ["experiment=quick", "num_threads=1", f"model={m}", f"dataset={d}"]
+        for m in ("iwae", "iwaer")
+        for d in ("mnist", "omniglot")
+    ]
+    assert eta.sweep_cells(["seed=3"])[1] == 1 and eta.sweep_cells(["seed=0,2,7"])[1] == 3
+
+
+def test_report_sums_runs_times_seeds_and_points_cpu_users_of_the_paper_preset_to_quick() -> None:
+    cells = [
+        eta.CellTime("mnist", "iwae", 3600.0, 360.0, 5),
+        eta.CellTime("mnist", "iwaer", 7200.0, 0.0, 5),
+    ]
+    text = eta.report(cells, "cpu (2 threads)", "paper")
+    assert "mnist/iwae: 1.1 h per run" in text and "x 5 seeds" in text
+    assert "total: 15.5 h" in text and "PRESET=quick" in text
+    assert "PRESET=quick" not in eta.report(cells, "cpu (2 threads)", "quick")
+    assert "PRESET=quick" not in eta.report(cells, "NVIDIA H200", "paper")
+
+
+def test_eta_of_a_small_sweep_runs_on_the_real_data(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        eta.main(
+            [
+                "experiment=smoke",
+                "model=iwae,iwaer_2l",
+                "dataset=mnist",
+                "seed=0-1",
+                f"data_dir={data_dir}",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "mnist/iwae:" in out and "mnist/iwaer_2l:" in out and out.count("x 2 seeds") == 2
