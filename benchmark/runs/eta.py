@@ -156,7 +156,10 @@ def project_sweep(overrides: Sequence[str]) -> list[CellTime]:
 
 
 def hours(seconds: float) -> str:
-    return f"{seconds / 3600:.1f} h" if seconds >= 360 else f"{math.ceil(seconds / 60)} min"
+    """``1.5 h`` from 6 minutes up, ``4 min`` from a minute up, else ``20 s``."""
+    if seconds >= 360:
+        return f"{seconds / 3600:.1f} h"
+    return f"{round(seconds / 60)} min" if seconds >= 60 else f"{math.ceil(seconds)} s"
 
 
 def report(cells: list[CellTime], device: str, experiment: str | None) -> str:

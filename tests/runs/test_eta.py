@@ -51,6 +51,7 @@ def test_report_sums_runs_times_seeds_and_points_cpu_users_of_the_paper_preset_t
     assert "total: 15.5 h" in text and "PRESET=quick" in text
     assert "PRESET=quick" not in eta.report(cells, "cpu (2 threads)", "quick")
     assert "PRESET=quick" not in eta.report(cells, "NVIDIA H200", "paper")
+    assert [eta.hours(s) for s in (5400, 240, 12.2)] == ["1.5 h", "4 min", "13 s"]
 
 
 def test_eta_of_a_small_sweep_runs_on_the_real_data(
