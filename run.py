@@ -23,7 +23,7 @@ from benchmark.training.module import TrainingDivergedError
 from datamodules import DataError
 
 configure_hydra()
-FAILED_RUNS: list[str] = []  # runs of a sweep that stopped with an error (the others go on)
+FAILED_RUNS: list[str] = []  # runs of this process's sweep (basic launcher) that failed
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
