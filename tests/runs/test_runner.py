@@ -320,17 +320,20 @@ def test_a_corrupt_checkpoint_stops_the_run_with_one_line_naming_it(
     assert checkpoint.read_bytes() == data[: len(data) // 2]
 
 
-def test_a_diverged_run_reports_one_line_and_a_sweep_goes_on(
-    tmp_path: Path, data_dir: Path
-) -> None:
-    """Weight stds of 1e30 overflow in the first step: one line each, no traceback; in a
-    sweep the other runs still run, and the sweep exits non-zero naming the failed runs."""
-    diverging = [*FAST, "model=iwaer", "model.init_std=1e30", f"results_dir={tmp_path / 'one'}"]
+def test_a_diverged_run_reports_one_line(tmp_path: Path, data_dir: Path) -> None:
+    """Weight stds of 1e30 overflow in the first step: one line, no traceback."""
+    diverging = [*FAST, "model=iwaer", "model.init_std=1e30", f"results_dir={tmp_path}"]
     proc = run_py(*diverging, data_dir=data_dir)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: the training bound is nan in epoch 0: training diverged")
     assert "no checkpoint was written" in last
+
+
+@pytest.mark.slow
+def test_a_sweep_goes_on_past_a_diverged_run(tmp_path: Path, data_dir: Path) -> None:
+    """In a sweep the other runs still run, and the sweep exits non-zero naming the failed
+    runs."""
     sweep = run_py(
         "-m",
         *FAST,
@@ -389,6 +392,7 @@ def test_threads_and_devices_are_divided_among_parallel_jobs() -> None:
     assert device_of_job(3, 1) is None and device_of_job(3, 0) is None
 
 
+@pytest.mark.slow
 def test_joblib_jobs_get_cores_divided_by_n_jobs_threads(tmp_path: Path, data_dir: Path) -> None:
     proc = run_py(
         "-m",
