@@ -43,7 +43,7 @@ bench: install
 
 reproduce-table1: install
 	$(BIN)/python -m benchmark.runs.prepare_data $(DATASETS) $(filter data_dir=% dataset.%,$(ARGS))
-	$(BIN)/python -m benchmark.runs.eta experiment=$(PRESET) model=$(MODELS) dataset=$(DATASETS) \
+	$(BIN)/python -m benchmark.speed.eta experiment=$(PRESET) model=$(MODELS) dataset=$(DATASETS) \
 		seed=$(SEEDS) $(ARGS)
 	$(BIN)/python run.py -m experiment=$(PRESET) model=$(MODELS) dataset=$(DATASETS) \
 		seed=$(SEEDS) hydra/launcher=$(LAUNCHER) results_dir=$(RESULTS) \

@@ -1,5 +1,5 @@
 """Projected wall time of a sweep on this machine, printed before it starts
-(``make reproduce-table1``; ``python -m benchmark.runs.eta OVERRIDE...``).
+(``make reproduce-table1``; ``python -m benchmark.speed.eta OVERRIDE...``).
 
 For every (model, data set) cell of the sweep, on the device a run would use: the time of a
 training step (the best of a few after warm-up, on binary data of the cell's shape) x steps
@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import math
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -26,6 +25,7 @@ from benchmark.models.bounds import iwae_bound
 from benchmark.runs.builders import build_datamodule, build_model
 from benchmark.runs.cli import expand_seed_argument
 from benchmark.runs.config import compose_config
+from benchmark.speed.timing import seconds_per_call
 from benchmark.training.module import adam
 
 SWEPT = ("model", "dataset")
@@ -46,21 +46,6 @@ class CellTime:
         return self.train_s + self.eval_s
 
 
-def best_seconds(fn: Callable[[], object], device: torch.device, calls: int = 8) -> float:
-    """The fastest of ``calls`` timed calls of ``fn`` after three warm-up calls."""
-    times = []
-    for i in range(calls + 3):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        if i >= 3:
-            times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def projected_run_seconds(
     cfg: DictConfig, n_train: int, n_test: int, step_s: float, chunk_s: float, chunk_rows: int
 ) -> tuple[float, float]:
@@ -73,6 +58,11 @@ def projected_run_seconds(
         monitors = cfg.trainer.max_epochs // cfg.eval.test_ll_every_n_epochs
         pairs += monitors * min(cfg.eval.test_ll_points, n_test) * cfg.eval.test_ll_samples
     return steps * step_s, pairs * chunk_s / chunk_rows
+
+
+def time_per_call(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds per call of ``fn``: the best of 2 repeats of 4 calls after 3 warm-up calls."""
+    return seconds_per_call(fn, device, calls=4, warmup=3, repeats=2)
 
 
 def run_device(cfg: DictConfig) -> torch.device:
@@ -115,8 +105,8 @@ def time_cell(cfg: DictConfig) -> tuple[float, float]:
         cfg,
         n_train,
         n_test,
-        best_seconds(step, device),
-        best_seconds(evaluate, device),
+        time_per_call(step, device),
+        time_per_call(evaluate, device),
         chunk * points,
     )
 

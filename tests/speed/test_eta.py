@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.runs import eta
 from benchmark.runs.config import compose_config
+from benchmark.speed import eta
 
 
 def test_projection_counts_every_step_and_every_evaluated_pair() -> None:
