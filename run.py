@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from benchmark.runs.cli import expand_seed_ranges
 from benchmark.runs.config import configure_hydra
-from benchmark.runs.experiment import run
+from benchmark.runs.experiment import run, summary_line
 from benchmark.runs.validation import ConfigError
 from benchmark.training.checkpointing import CorruptCheckpointError
 from benchmark.training.module import TrainingDivergedError
@@ -41,11 +41,7 @@ def main(cfg: DictConfig) -> float | None:
         return None
     if result is None:
         return None
-    print(
-        f"{result['dataset']} {result['model']} seed {result['seed']}: test log-likelihood "
-        f"{result['test_ll']:.3f} ± {result['test_ll_se']:.3f} nats "
-        f"(S={result['eval_samples']}, n={result['n_test']}) -> {run_dir / 'result.json'}"
-    )
+    print(summary_line(result, run_dir))
     return result["test_ll"]
 
 

@@ -4,6 +4,7 @@ config's ``_target_``), Lightning module and trainer."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +12,12 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import Logger
 
 from benchmark.models.base import ImportanceWeightedModel
 from benchmark.runs.wandb_logging import wandb_wanted
 from benchmark.training.callbacks import ImageGrids, TestLogLikelihoodMonitor, WeightStdMonitor
-from benchmark.training.checkpointing import AtomicCheckpointIO
+from benchmark.training.checkpointing import AtomicCheckpointIO, ReplicaCheckpointIO
 from benchmark.training.module import ImportanceWeightedLitModule
 from datamodules import BinaryImageDataModule
 
@@ -69,40 +71,68 @@ def logger_configs(cfg: DictConfig) -> list[dict[str, Any]]:
     return out
 
 
+def build_loggers(cfg: DictConfig) -> list[Logger]:
+    """The run's loggers (:func:`logger_configs`), started."""
+    return [instantiate(conf) for conf in logger_configs(cfg)]
+
+
+def last_checkpoint(cfg: DictConfig, run_dir: Path) -> ModelCheckpoint:
+    """One file, ``run_dir / LAST_CHECKPOINT``, overwritten (atomically) every n epochs: the
+    latest state to resume."""
+    return ModelCheckpoint(
+        dirpath=run_dir / LAST_CHECKPOINT.parent,
+        filename=LAST_CHECKPOINT.stem,
+        save_top_k=1,
+        every_n_epochs=cfg.checkpoint.every_n_epochs,
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
+    )
+
+
+def test_ll_monitor(cfg: DictConfig) -> TestLogLikelihoodMonitor | None:
+    """``test/ll_monitor`` during training, if ``eval.test_ll_every_n_epochs`` asks for it."""
+    if not cfg.eval.test_ll_every_n_epochs:
+        return None
+    return TestLogLikelihoodMonitor(
+        cfg.eval.test_ll_every_n_epochs,
+        n_points=cfg.eval.test_ll_points,
+        n_samples=cfg.eval.test_ll_samples,
+        **estimator_options(cfg),
+    )
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path | None = None) -> pl.Trainer:
     """Trainer with the configured loggers; with ``run_dir``, also checkpoints and image grids."""
-    loggers = [instantiate(conf) for conf in logger_configs(cfg)]
     callbacks: list[pl.Callback] = [WeightStdMonitor()]
-    if cfg.eval.test_ll_every_n_epochs:
-        callbacks.append(
-            TestLogLikelihoodMonitor(
-                cfg.eval.test_ll_every_n_epochs,
-                n_points=cfg.eval.test_ll_points,
-                n_samples=cfg.eval.test_ll_samples,
-                **estimator_options(cfg),
-            )
-        )
+    monitor = test_ll_monitor(cfg)
+    if monitor is not None:
+        callbacks.append(monitor)
     if run_dir is not None:
-        callbacks += [
-            # One file, overwritten (atomically) every n epochs: the latest state to resume.
-            ModelCheckpoint(
-                dirpath=run_dir / LAST_CHECKPOINT.parent,
-                filename=LAST_CHECKPOINT.stem,
-                save_top_k=1,
-                every_n_epochs=cfg.checkpoint.every_n_epochs,
-                save_on_train_epoch_end=True,
-                enable_version_counter=False,
-            ),
-            ImageGrids(run_dir, seed=cfg.eval.seed),
-        ]
+        callbacks += [last_checkpoint(cfg, run_dir), ImageGrids(run_dir, seed=cfg.eval.seed)]
+    return _trainer(cfg, build_loggers(cfg), callbacks, AtomicCheckpointIO())
+
+
+def build_replica_trainer(cfg: DictConfig, run_dirs: Sequence[Path]) -> pl.Trainer:
+    """Trainer of a replica group: no loggers of its own (each replica logs to its own), and
+    the last checkpoint written as one single-run checkpoint per run directory."""
+    checkpoint_io = ReplicaCheckpointIO([run_dir / LAST_CHECKPOINT for run_dir in run_dirs])
+    return _trainer(cfg, [], [last_checkpoint(cfg, run_dirs[0])], checkpoint_io)
+
+
+def _trainer(
+    cfg: DictConfig,
+    loggers: list[Logger],
+    callbacks: list[pl.Callback],
+    checkpoint_io: AtomicCheckpointIO,
+) -> pl.Trainer:
     every = cfg.eval.test_bound_every_n_epochs
     val_batches = math.ceil(cfg.eval.test_bound_points / cfg.optim.batch_size) if every else 0
     return instantiate(
         cfg.trainer,
         logger=loggers or False,
         callbacks=callbacks,
-        enable_checkpointing=run_dir is not None,
-        plugins=[AtomicCheckpointIO()],
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+        plugins=[checkpoint_io],
         check_val_every_n_epoch=max(every, 1),
         limit_val_batches=val_batches,
     )

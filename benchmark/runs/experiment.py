@@ -13,18 +13,21 @@ import platform
 import shlex
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytorch_lightning as pl
 import torch
 from filelock import FileLock, Timeout
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.loggers import Logger, WandbLogger
+from torch import Tensor
 
 from benchmark import kernels
 from benchmark.evaluation.estimator import estimate_log_likelihood
+from benchmark.models.base import ImportanceWeightedModel
 from benchmark.runs.builders import (
     LAST_CHECKPOINT,
     build_datamodule,
@@ -61,6 +64,15 @@ def rerun_command() -> str | None:
     if not HydraConfig.initialized():
         return None
     return shlex.join(["python", "run.py", *HydraConfig.get().overrides.task])
+
+
+def summary_line(result: dict[str, Any], run_dir: Path) -> str:
+    """The one line a finished run prints."""
+    return (
+        f"{result['dataset']} {result['model']} seed {result['seed']}: test log-likelihood "
+        f"{result['test_ll']:.3f} ± {result['test_ll_se']:.3f} nats "
+        f"(S={result['eval_samples']}, n={result['n_test']}) -> {run_dir / RESULT_FILE}"
+    )
 
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
@@ -122,11 +134,9 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         return _train_and_evaluate(cfg, run_dir)
 
 
-def _train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    started = time.perf_counter()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if (run_dir / LAST_CHECKPOINT).is_file():
-        check_readable(run_dir / LAST_CHECKPOINT)
+def prepare_process(cfg: DictConfig) -> None:
+    """This process's settings for a run of ``cfg``: warnings, threads and device, the
+    allocator of the fast paths, empty compile caches, and the global seed."""
     # Lightning's hints for DataLoader-based pipelines do not apply to device-resident data,
     # and metrics here are logged per epoch, not every n steps.
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -139,6 +149,24 @@ def _train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         # function eagerly after a few recompilations: each run compiles from empty caches.
         torch.compiler.reset()
     pl.seed_everything(cfg.seed, workers=False, verbose=False)
+
+
+def diverged_error(err: TrainingDivergedError, checkpoint: Path) -> TrainingDivergedError:
+    """``err`` with where the run's last good checkpoint is."""
+    kept = (
+        f"its last good checkpoint stays in {checkpoint}"
+        if checkpoint.is_file()
+        else "no checkpoint was written"
+    )
+    return TrainingDivergedError(f"{err} ({kept})")
+
+
+def _train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    started = time.perf_counter()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if (run_dir / LAST_CHECKPOINT).is_file():
+        check_readable(run_dir / LAST_CHECKPOINT)
+    prepare_process(cfg)
 
     datamodule = build_datamodule(cfg)
     trainer = build_trainer(cfg, run_dir)
@@ -156,35 +184,67 @@ def _train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint if resume else None)
     except TrainingDivergedError as err:
-        kept = (
-            f"its last good checkpoint stays in {checkpoint}"
-            if checkpoint.is_file()
-            else "no checkpoint was written"
-        )
-        raise TrainingDivergedError(f"{err} ({kept})") from None
-    trained = time.perf_counter()
-
-    estimate = estimate_log_likelihood(
-        module.net.to(datamodule.test_data.device),
+        raise diverged_error(err, checkpoint) from None
+    final_bound = trainer.callback_metrics.get("train/bound")
+    return finish_run(
+        cfg,
+        run_dir,
+        module.net,
         datamodule.test_data,
+        trainer.loggers,
+        TrainedState(
+            trainer.global_step,
+            trainer.current_epoch,
+            None if final_bound is None else float(final_bound),
+            time.perf_counter() - started,
+        ),
+        rerun_command(),
+    )
+
+
+class TrainedState(NamedTuple):
+    """Where training ended: optimizer steps, epochs, the last epoch's ``train/bound`` and
+    the wall time of training (of the whole group for replicas)."""
+
+    global_step: int
+    epochs: int
+    final_bound: float | None
+    train_seconds: float
+
+
+def finish_run(
+    cfg: DictConfig,
+    run_dir: Path,
+    net: ImportanceWeightedModel,
+    test_data: Tensor,
+    loggers: Sequence[Logger],
+    trained: TrainedState,
+    command: str | None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Estimate the trained ``net``'s test log-likelihood; write ``test_ll_per_point.pt`` and
+    ``result.json`` (with ``extra`` merged in) in ``run_dir``; log to and close ``loggers``."""
+    started = time.perf_counter()
+    estimate = estimate_log_likelihood(
+        net.to(test_data.device),
+        test_data,
         n_samples=cfg.eval.n_samples,
         progress=cfg.eval.progress,
         compile=cfg.compile,
         **estimator_options(cfg),
     )
-    finished = time.perf_counter()
+    eval_seconds = time.perf_counter() - started
     torch.save(estimate.per_point, run_dir / PER_POINT_FILE)
-    for logger in trainer.loggers:
+    for logger in loggers:
         logger.log_metrics(
             {
                 "test/log_likelihood": estimate.mean,
                 "test/log_likelihood_se": estimate.standard_error,
             },
-            step=trainer.global_step,
+            step=trained.global_step,
         )
         logger.save()
 
-    final_bound = trainer.callback_metrics.get("train/bound")
     result = {
         "dataset": cfg.dataset.name,
         "model": cfg.model.name,
@@ -193,29 +253,30 @@ def _train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "test_ll_se": estimate.standard_error,
         "n_test": estimate.n_points,
         "eval_samples": estimate.n_samples,
-        "epochs": trainer.current_epoch,
-        "train_bound_last_epoch": None if final_bound is None else float(final_bound),
+        "epochs": trained.epochs,
+        "train_bound_last_epoch": trained.final_bound,
         "protocol_id": protocol_id(cfg),
         "protocol": protocol_choices(cfg),
         "protocol_config": protocol_config(cfg),
         "config": OmegaConf.to_container(cfg, resolve=True),
-        "command": rerun_command(),
+        "command": command,
         "versions": package_versions(),
         "git": git_state(),
         "machine": {
             "platform": platform.platform(),
-            "device": str(datamodule.test_data.device),
+            "device": str(test_data.device),
             "torch_threads": torch.get_num_threads(),
         },
         "wall_time_s": {
-            "train": trained - started,
-            "eval": finished - trained,
-            "total": finished - started,
+            "train": trained.train_seconds,
+            "eval": eval_seconds,
+            "total": trained.train_seconds + eval_seconds,
         },
         "per_point_file": PER_POINT_FILE,
+        **(extra or {}),
     }
     write_json_atomic(run_dir / RESULT_FILE, result)
-    for logger in trainer.loggers:
+    for logger in loggers:
         if isinstance(logger, WandbLogger):
             hint = offline_sync_hint(logger)
             logger.experiment.finish()

@@ -3,30 +3,40 @@ and image grids of samples and reconstructions."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.loggers import Logger, WandbLogger
+from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
 from benchmark.evaluation.estimator import estimate_log_likelihood
+from benchmark.models.base import ImportanceWeightedModel
 from benchmark.randomness.seeding import make_generator
 
 
+def weight_std_stats(net: ImportanceWeightedModel) -> dict[str, Tensor]:
+    """``weight_std/<layer>/{mean,min,max}`` of the weight stds softplus(rho) of every random
+    layer of ``net``."""
+    stats = {}
+    for name, layer in net.gaussian_layers():
+        if layer.random:
+            std = layer.weight_std().detach()
+            key = f"weight_std/{name}"
+            stats.update(
+                {f"{key}/mean": std.mean(), f"{key}/min": std.min(), f"{key}/max": std.max()}
+            )
+    return stats
+
+
 class WeightStdMonitor(pl.Callback):
-    """Logs mean / min / max of the weight stds softplus(rho) of every random layer per epoch."""
+    """Logs :func:`weight_std_stats` per epoch."""
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        stats = {}
-        for name, layer in pl_module.net.gaussian_layers():
-            if layer.random:
-                std = layer.weight_std().detach()
-                key = f"weight_std/{name}"
-                stats.update(
-                    {f"{key}/mean": std.mean(), f"{key}/min": std.min(), f"{key}/max": std.max()}
-                )
+        stats = weight_std_stats(pl_module.net)
         if stats:
             pl_module.log_dict(stats, on_step=False, on_epoch=True)
 
@@ -49,16 +59,21 @@ class TestLogLikelihoodMonitor(pl.Callback):
         self.estimator_options = estimator_options
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        value = self.value(trainer, pl_module.net)
+        if value is not None:
+            pl_module.log("test/ll_monitor", value, on_step=False, on_epoch=True)
+
+    def value(self, trainer: pl.Trainer, net: ImportanceWeightedModel) -> float | None:
+        """``test/ll_monitor`` of ``net`` after this epoch, or None in the epochs between."""
         if (trainer.current_epoch + 1) % self.every_n_epochs:
-            return
-        estimate = estimate_log_likelihood(
-            pl_module.net,
+            return None
+        return estimate_log_likelihood(
+            net,
             trainer.datamodule.monitor_points(self.n_points),
             n_samples=self.n_samples,
             progress=False,
             **self.estimator_options,
-        )
-        pl_module.log("test/ll_monitor", estimate.mean, on_step=False, on_epoch=True)
+        ).mean
 
 
 class ImageGrids(pl.Callback):
@@ -69,11 +84,16 @@ class ImageGrids(pl.Callback):
     def __init__(self, run_dir: str | Path, n: int = 64, seed: int = 0) -> None:
         self.run_dir, self.n, self.seed = Path(run_dir), n, seed
 
-    @torch.no_grad()
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        datamodule = trainer.datamodule
-        net = pl_module.net
-        device = pl_module.device
+        self.save(pl_module.net, trainer.datamodule, trainer.loggers)
+
+    @torch.no_grad()
+    def save(
+        self, net: ImportanceWeightedModel, datamodule: Any, loggers: Sequence[Logger]
+    ) -> None:
+        """Write the grids of ``net`` (test images from ``datamodule``) and send them to the
+        W&B loggers among ``loggers``."""
+        device = datamodule.test_data.device
         height, width = datamodule.image_shape
         samples = net.sample(self.n, make_generator(device, self.seed, "samples"))
         x = datamodule.test_data[: self.n // 2]
@@ -87,7 +107,7 @@ class ImageGrids(pl.Callback):
         self.run_dir.mkdir(parents=True, exist_ok=True)
         for name, grid in grids.items():
             save_image(grid, self.run_dir / f"{name}.png")
-        for logger in trainer.loggers:
+        for logger in loggers:
             if isinstance(logger, WandbLogger):
                 for name, grid in grids.items():
                     logger.log_image(key=f"images/{name}", images=[grid.cpu()])

@@ -1,14 +1,20 @@
-"""Crash-safe checkpoints: the previous checkpoint stays valid until the new one is complete."""
+"""Crash-safe checkpoints: the previous checkpoint stays valid until the new one is complete;
+a replica group's checkpoint is written as one single-run checkpoint per replica."""
 
 from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
+from torch import Tensor
+
+REPLICAS_KEY = "replicas"  # a replica group's entry in its in-memory Lightning checkpoint
+STACKED_PREFIX = "replicas.stacked."  # its stacked parameters' state_dict keys
 
 
 class CorruptCheckpointError(RuntimeError):
@@ -51,3 +57,107 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             f.flush()
             os.fsync(f.fileno())
         tmp.replace(path)
+
+
+def unstack_checkpoint(checkpoint: dict[str, Any], r: int) -> dict[str, Any]:
+    """Replica r's checkpoint, in the format of a single run's (resumable alone), from the
+    Lightning checkpoint of a :class:`~benchmark.training.replicas.ReplicaLitModule`: its
+    slice of every stacked parameter and Adam moment, the group's progress and loop state."""
+    group = checkpoint[REPLICAS_KEY]
+    hparams = dict(checkpoint["hyper_parameters"])
+    hparams["seed"] = hparams.pop("seeds")[r]
+    out = {key: value for key, value in checkpoint.items() if key != REPLICAS_KEY}
+    out["hyper_parameters"] = hparams
+    out["callbacks"] = {}  # the group's checkpoint callback points at the group, not the run
+    out["state_dict"] = {
+        f"net.{name}": checkpoint["state_dict"][f"{STACKED_PREFIX}{i}"][r].clone()
+        for i, name in enumerate(group["names"])
+    }
+    out["optimizer_states"] = [
+        {
+            "param_groups": state["param_groups"],
+            "state": {
+                index: {key: _slice(value, r) for key, value in moments.items()}
+                for index, moments in state["state"].items()
+            },
+        }
+        for state in checkpoint["optimizer_states"]
+    ]
+    return out
+
+
+def stack_checkpoints(checkpoints: Sequence[dict[str, Any]], paths: Sequence[Path]) -> dict:
+    """The group checkpoint of replicas saved by :func:`unstack_checkpoint` (one per path, in
+    replica order); all must stand at the same step."""
+    first = checkpoints[0]
+    steps = {path: c["global_step"] for path, c in zip(paths, checkpoints, strict=True)}
+    if len(set(steps.values())) > 1:
+        raise CorruptCheckpointError(
+            f"the replicas' checkpoints stand at different steps ({steps}): run them alone, or "
+            f"delete the checkpoints to train them from the start"
+        )
+    names = [key.removeprefix("net.") for key in first["state_dict"]]
+    hparams = dict(first["hyper_parameters"])
+    hparams.pop("seed")
+    out = dict(first)
+    out["hyper_parameters"] = {"seeds": [c["hyper_parameters"]["seed"] for c in checkpoints]}
+    out["hyper_parameters"].update(hparams)
+    out["state_dict"] = {
+        f"{STACKED_PREFIX}{i}": torch.stack([c["state_dict"][f"net.{name}"] for c in checkpoints])
+        for i, name in enumerate(names)
+    }
+    out["optimizer_states"] = [
+        {
+            "param_groups": state["param_groups"],
+            "state": {
+                index: {
+                    key: _stack(
+                        value, [c["optimizer_states"][o]["state"][index][key] for c in checkpoints]
+                    )
+                    for key, value in moments.items()
+                }
+                for index, moments in state["state"].items()
+            },
+        }
+        for o, state in enumerate(first["optimizer_states"])
+    ]
+    return out
+
+
+def _slice(value: Any, r: int) -> Any:
+    """Replica r's part of an optimizer state entry: a stacked moment's row; the step count
+    (a scalar, the same for all) as it is."""
+    return value[r].clone() if isinstance(value, Tensor) and value.dim() > 0 else value
+
+
+def _stack(first: Any, values: list[Any]) -> Any:
+    return torch.stack(values) if isinstance(first, Tensor) and first.dim() > 0 else first
+
+
+class ReplicaCheckpointIO(AtomicCheckpointIO):
+    """A replica group's checkpoint kept as its replicas' own: saving writes replica r's
+    :func:`unstack_checkpoint` to ``paths[r]`` (atomically; replicas marked to skip, the
+    diverged ones, keep their last good file); loading stacks ``paths`` back, whatever path
+    Lightning passes. So every replica's run directory holds a single-run checkpoint that
+    resumes it alone or in any group."""
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        super().__init__()
+        self.paths = [Path(p) for p in paths]
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
+    ) -> None:
+        skip = set(checkpoint[REPLICAS_KEY]["skip"])
+        for r, target in enumerate(self.paths):
+            if r not in skip:
+                super().save_checkpoint(unstack_checkpoint(checkpoint, r), target, storage_options)
+
+    def load_checkpoint(self, path: str | Path, map_location: Any = None, **kwargs: Any) -> dict:
+        for target in self.paths:
+            check_readable(target)
+        checkpoints = [
+            super(ReplicaCheckpointIO, self).load_checkpoint(p, map_location, **kwargs)
+            for p in self.paths
+        ]
+        return stack_checkpoints(checkpoints, self.paths)
