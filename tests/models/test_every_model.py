@@ -17,8 +17,10 @@ from omegaconf import OmegaConf
 
 from benchmark import kernels
 from benchmark.models.base import ImportanceWeightedModel
+from benchmark.models.bounds import iwae_bound
 from benchmark.runs.builders import build_model
 from benchmark.runs.config import CONFIG_DIR, compose_config
+from benchmark.training.stacked import StackedReplicas
 from tests.conftest import TINY_X
 
 MODELS = sorted(path.stem for path in (CONFIG_DIR / "model").glob("*.yaml"))
@@ -163,3 +165,32 @@ def test_default_path_matches_the_plain_reference_path(name: str, sampling: str)
     torch.testing.assert_close(log_w, ref_log_w, rtol=1e-10, atol=1e-10)
     for got, expected in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("mode", kernels.MODES)
+def test_stacked_replicas_are_the_models_alone(name: str, mode: str) -> None:
+    """Three models of one config stacked (:class:`StackedReplicas`): replica r's bound and
+    its slice of the stacked gradient are model r's own, for its own data and noise, both
+    through vmap (``reference``, the GPU path) and through views (``auto`` on CPUs)."""
+    models = [tiny(name, "model.init_std=0.3", seed=seed) for seed in range(3)]
+    xs = [TINY_X[torch.tensor(order)] for order in ([0, 1, 2], [2, 0, 1], [1, 1, 0])]
+    noise = [
+        m.draw_noise(x, 4, torch.Generator().manual_seed(r))
+        for r, (m, x) in enumerate(zip(models, xs, strict=True))
+    ]
+    with kernels.using(mode):
+        stacked = StackedReplicas(models)
+        bounds = stacked.bounds(xs, noise)
+        grads = torch.autograd.grad(bounds.square().sum(), list(stacked.stacked))
+        for r, model in enumerate(models):
+            own = iwae_bound(model.log_weights_with_noise(xs[r], noise[r]))
+            own_grads = torch.autograd.grad(own.square().sum(), list(model.parameters()))
+            torch.testing.assert_close(bounds[r], own, rtol=1e-12, atol=1e-12)
+            for stacked_grad, own_grad in zip(grads, own_grads, strict=True):
+                torch.testing.assert_close(stacked_grad[r], own_grad, rtol=1e-10, atol=1e-12)
+    assert not torch.allclose(bounds[0], bounds[1])  # the replicas do differ
+    replica = stacked.replica(1)
+    with torch.no_grad():
+        stacked.stacked[0].add_(1.0)  # a replica's parameters are views of the stacked ones
+    assert torch.equal(next(replica.parameters()), stacked.stacked[0][1])

@@ -1,0 +1,166 @@
+"""Replica groups (benchmark/runs/replica_group.py, hydra/launcher=replicas): each replica is
+the run it replaces, and resumes as one."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import DictConfig
+
+from benchmark.runs.builders import LAST_CHECKPOINT
+from benchmark.runs.config import compose_config
+from benchmark.runs.experiment import PER_POINT_FILE, run
+from benchmark.runs.metrics_log import read_epoch_metrics
+from benchmark.runs.replica_group import run_replicas
+from tests.conftest import run_py
+
+TINY_RUN = [
+    "experiment=smoke",
+    "model=iwaer",
+    "network.hidden=[32]",
+    "network.latent=8",
+    "dataset.train_subset=300",
+    "dataset.test_subset=100",
+    "eval.n_samples=10",
+    "eval.test_bound_every_n_epochs=1",
+    "eval.test_bound_points=100",
+    "eval.progress=false",
+    "trainer.enable_progress_bar=false",
+]
+SEEDS = (0, 1, 2)
+# Tolerance of the vmap path (kernels=reference) against runs alone: batched and single
+# matmuls round differently (float32, ~1e-7 relative per op), and six Adam steps carry that
+# into the parameters; 1e-5 relative leaves room for another BLAS, while the seeds' own numbers
+# differ by 1e-4 relative or more (7e-4 for the test log-likelihoods here): a replica that
+# mixed in another seed's initialisation, data or noise would show.
+RTOL = 1e-5
+
+
+def config(results: Path, data_dir: Path, seed: int, *extra: str) -> DictConfig:
+    return compose_config(
+        [*TINY_RUN, f"results_dir={results}", f"data_dir={data_dir}", f"seed={seed}", *extra]
+    )
+
+
+def alone(results: Path, data_dir: Path, *extra: str) -> list[dict]:
+    out = []
+    for seed in SEEDS:
+        cfg = config(results, data_dir, seed, *extra)
+        out.append(run(cfg, Path(cfg.run_dir)))
+    return out
+
+
+def curves(result: dict) -> dict[int, dict[str, float]]:
+    """Per epoch: train/bound and test/bound from the run's CSV log."""
+    run_dir = Path(result["config"]["run_dir"])
+    return {
+        epoch: {key: values[key] for key in ("train/bound", "test/bound")}
+        for epoch, values in read_epoch_metrics(run_dir).items()
+        if "train/bound" in values
+    }
+
+
+def per_point(result: dict) -> torch.Tensor:
+    return torch.load(Path(result["config"]["run_dir"]) / PER_POINT_FILE)
+
+
+@pytest.fixture(scope="module")
+def runs_alone(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict[str, list]:
+    """The three seeds trained one after another, 2 epochs, in both kernel modes."""
+    root = tmp_path_factory.mktemp("alone")
+    return {
+        mode: alone(root / mode, data_dir, "trainer.max_epochs=2", f"kernels={mode}")
+        for mode in ("auto", "reference")
+    }
+
+
+@pytest.mark.parametrize("mode", ["auto", "reference"])
+def test_replicas_give_the_numbers_of_the_runs_alone(
+    mode: str, runs_alone: dict[str, list], tmp_path: Path, data_dir: Path
+) -> None:
+    """Per-epoch train and test bounds and the final test log-likelihood of a 3-replica
+    group equal the three runs alone: bitwise on the CPU fast path (each replica's own pass
+    over views of the stacked parameters), to float rounding (``RTOL``) through vmap."""
+    cfgs = [config(tmp_path, data_dir, s, "trainer.max_epochs=2", f"kernels={mode}") for s in SEEDS]
+    grouped = run_replicas(cfgs, [None] * len(cfgs))
+    expected = runs_alone[mode]
+    rtol = 0.0 if mode == "auto" else RTOL
+    for got, want in zip(grouped, expected, strict=True):
+        assert got["protocol_id"] == want["protocol_id"] and got["seed"] == want["seed"]
+        assert got["replica_group"] == {"seeds": list(SEEDS), "index": SEEDS.index(got["seed"])}
+        assert set(curves(got)) == {0, 1}
+        for epoch, values in curves(want).items():
+            for key, value in values.items():
+                assert curves(got)[epoch][key] == pytest.approx(value, rel=rtol, abs=0), key
+        assert got["test_ll"] == pytest.approx(want["test_ll"], rel=rtol, abs=0)
+        torch.testing.assert_close(per_point(got), per_point(want), rtol=rtol, atol=0)
+        assert (Path(got["config"]["run_dir"]) / "samples.png").is_file()
+    # The seeds differ by far more than the tolerance: a mixed-up replica would show.
+    lls = [r["test_ll"] for r in expected]
+    assert min(abs(a - b) for a in lls for b in lls if a != b) > 10 * RTOL * abs(lls[0])
+
+
+def test_replicas_resume_alone_or_in_any_group(
+    runs_alone: dict[str, list], tmp_path: Path, data_dir: Path
+) -> None:
+    """Seed 0 finished, seeds 1 and 2 interrupted after epoch 1 (checkpoints written by a
+    replica group): a group over all three skips seed 0 and resumes 1 and 2 together, and a
+    group checkpoint resumes its run alone too; all bitwise the uninterrupted runs."""
+    expected = runs_alone["auto"]
+    half = tmp_path / "half"  # epoch 1 of 2, as a group: the state an interruption leaves
+    run_replicas([config(half, data_dir, s, "trainer.max_epochs=1") for s in SEEDS], [None] * 3)
+    full, alone_dir = tmp_path / "full", tmp_path / "alone"
+    cfgs = [config(full, data_dir, s, "trainer.max_epochs=2") for s in SEEDS]
+    shutil.copytree(Path(expected[0]["config"]["run_dir"]), cfgs[0].run_dir)
+    for s in (1, 2):
+        source = Path(config(half, data_dir, s, "trainer.max_epochs=1").run_dir) / LAST_CHECKPOINT
+        for target in (
+            cfgs[s].run_dir,
+            config(alone_dir, data_dir, s, "trainer.max_epochs=2").run_dir,
+        ):
+            (Path(target) / LAST_CHECKPOINT).parent.mkdir(parents=True)
+            shutil.copy(source, Path(target) / LAST_CHECKPOINT)
+    stored = json.loads((Path(cfgs[0].run_dir) / "result.json").read_text())
+
+    grouped = run_replicas(cfgs, [None] * 3)
+    assert grouped[0] == stored  # finished: not trained again
+    resumed = [grouped[1], grouped[2]]
+    cfg = config(alone_dir, data_dir, 1, "trainer.max_epochs=2")
+    resumed.append(run(cfg, Path(cfg.run_dir)))  # a group's checkpoint, resumed alone
+    for got, want in zip(resumed, [expected[1], expected[2], expected[1]], strict=True):
+        assert got["test_ll"] == want["test_ll"]
+        assert got["train_bound_last_epoch"] == want["train_bound_last_epoch"]
+        assert torch.equal(per_point(got), per_point(want))
+        assert set(curves(got)) == {1}  # only the epoch after the checkpoint was trained
+
+
+def test_replicas_launcher_groups_a_sweep_by_all_but_seed(tmp_path: Path, data_dir: Path) -> None:
+    """``hydra/launcher=replicas`` through run.py: one group per model, every run its own
+    directory with result, Hydra configs and checkpoint; a relaunch skips them all."""
+    args = [
+        "-m",
+        *TINY_RUN,
+        "model=iwae,iwaer",
+        "seed=0-1",
+        "hydra/launcher=replicas",
+        f"results_dir={tmp_path}",
+    ]
+    first = run_py(*args, data_dir=data_dir)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "as 2 replica group(s)" in first.stderr + first.stdout
+    results = sorted(tmp_path.rglob("result.json"))
+    assert len(results) == 4
+    for path in results:
+        result = json.loads(path.read_text())
+        assert result["replica_group"]["seeds"] == [0, 1]
+        assert (path.parent / ".hydra" / "overrides.yaml").is_file()
+        assert (path.parent / LAST_CHECKPOINT).is_file()
+        assert f"seed={result['seed']}" in result["command"]
+    again = run_py(*args, data_dir=data_dir)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("test log-likelihood") == 4
+    assert "training seeds" not in again.stderr + again.stdout
