@@ -19,7 +19,9 @@ from benchmark.runs.wandb_logging import wandb_wanted
 from benchmark.training.callbacks import ImageGrids, TestLogLikelihoodMonitor, WeightStdMonitor
 from benchmark.training.checkpointing import AtomicCheckpointIO, ReplicaCheckpointIO
 from benchmark.training.module import ImportanceWeightedLitModule
+from benchmark.training.replicas import ReplicaLitModule
 from datamodules import BinaryImageDataModule
+from datamodules.replicas import ReplicaDataModule
 
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
@@ -44,6 +46,29 @@ def build_module(cfg: DictConfig, x_dim: int) -> ImportanceWeightedLitModule:
         betas=tuple(cfg.optim.betas),
         eps=cfg.optim.eps,
         seed=cfg.seed,
+        compile=cfg.compile,
+    )
+
+
+def build_replica_datamodule(cfgs: Sequence[DictConfig]) -> ReplicaDataModule:
+    """The data of runs ``cfgs`` that differ only in their seeds, as one replica group."""
+    return ReplicaDataModule([build_datamodule(cfg) for cfg in cfgs])
+
+
+def build_replica_module(cfgs: Sequence[DictConfig], x_dim: int) -> ReplicaLitModule:
+    """The runs ``cfgs`` (differing only in their seeds) as replicas of one stacked model,
+    each model initialised from its seed as its single run's is."""
+    nets = []
+    for cfg in cfgs:
+        pl.seed_everything(cfg.seed, workers=False, verbose=False)
+        nets.append(build_model(cfg, x_dim))
+    cfg = cfgs[0]
+    return ReplicaLitModule(
+        nets,
+        [c.seed for c in cfgs],
+        lr=cfg.optim.lr,
+        betas=tuple(cfg.optim.betas),
+        eps=cfg.optim.eps,
         compile=cfg.compile,
     )
 

@@ -20,7 +20,6 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
@@ -28,9 +27,9 @@ from omegaconf import DictConfig, OmegaConf
 from benchmark import kernels
 from benchmark.runs.builders import (
     LAST_CHECKPOINT,
-    build_datamodule,
     build_loggers,
-    build_model,
+    build_replica_datamodule,
+    build_replica_module,
     build_replica_trainer,
     test_ll_monitor,
 )
@@ -46,8 +45,6 @@ from benchmark.runs.validation import ConfigError, validate
 from benchmark.training.callbacks import ImageGrids
 from benchmark.training.checkpointing import CorruptCheckpointError, check_readable
 from benchmark.training.module import TrainingDivergedError
-from benchmark.training.replicas import ReplicaLitModule
-from datamodules.replicas import ReplicaDataModule
 
 log = logging.getLogger(__name__)
 
@@ -150,27 +147,13 @@ def _train_group(
         " (resuming)" if resume else "",
     )
     prepare_process(cfg)
-    members = [build_datamodule(c) for c in cfgs]
-    datamodule = ReplicaDataModule(members)
-    nets = []
-    for c in cfgs:  # each replica initialised as its single run is
-        pl.seed_everything(c.seed, workers=False, verbose=False)
-        nets.append(build_model(c, datamodule.x_dim))
+    datamodule = build_replica_datamodule(cfgs)
+    module = build_replica_module(cfgs, datamodule.x_dim)
     trainer = build_replica_trainer(cfg, run_dirs)
     datamodule.trainer = trainer
     datamodule.prepare_data()
     datamodule.setup("fit")
-    pixel_mean = datamodule.train_pixel_mean().cpu()
-    for net in nets:
-        net.init_output_bias(pixel_mean)
-    module = ReplicaLitModule(
-        nets,
-        seeds,
-        lr=cfg.optim.lr,
-        betas=tuple(cfg.optim.betas),
-        eps=cfg.optim.eps,
-        compile=cfg.compile,
-    )
+    module.init_output_bias(datamodule.train_pixel_mean().cpu())
     module.monitor = test_ll_monitor(cfg)
     module.replica_loggers = [build_loggers(c) for c in cfgs]
     for c, loggers in zip(cfgs, module.replica_loggers, strict=True):
@@ -188,7 +171,7 @@ def _train_group(
             )
             continue
         net, loggers = module.replica(r), module.replica_loggers[r]
-        ImageGrids(run_dir, seed=c.eval.seed).save(net, members[r], loggers)
+        ImageGrids(run_dir, seed=c.eval.seed).save(net, datamodule.members[r], loggers)
         outcomes.append(
             finish_run(
                 c,

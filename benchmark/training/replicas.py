@@ -67,6 +67,13 @@ class ReplicaLitModule(pl.LightningModule):
     def replica(self, r: int) -> ImportanceWeightedModel:
         return self.replicas.replica(r)
 
+    @torch.no_grad()
+    def init_output_bias(self, pixel_mean: Tensor) -> None:
+        """Every replica's output bias = logit of the mean training pixel (written through
+        the replicas' views into the stacked parameters)."""
+        for r in range(len(self.seeds)):
+            self.replica(r).init_output_bias(pixel_mean)
+
     def step_generators(self, device: torch.device) -> list[torch.Generator]:
         """One generator per replica on ``device``, seeded for ``(seed_r, "train", step)``."""
         if not self._generators or self._generators[0].device != device:
