@@ -49,6 +49,7 @@ from benchmark.runs.config import compose_config
 from benchmark.runs.provenance import git_state, package_versions
 from benchmark.speed.flops import forward_flops, layer_matmuls, train_step_flops
 from benchmark.speed.reference import LoopIWAER, PlainIWAE
+from benchmark.speed.replicas import TABLE1_SEEDS, EpochTimer, measure_replicas, project_table1
 from benchmark.speed.report import TARGETS, render_markdown
 from benchmark.speed.timing import (
     PeakMemory,
@@ -97,6 +98,8 @@ class BenchConfig:
     compile: bool = True
     profile_calls: int = 3
     threads: int | None = None  # torch CPU threads (None: torch's default)
+    replicas: list[int] | None = None  # group sizes R (None: 1, 5, 30 on GPUs; 1, 5 on CPUs)
+    replica_steps: int = 10  # steps per timed epoch of the replica measurement
     data_dir: str | None = None  # None: run.py's default (data/ or $IWAER_DATA_DIR)
 
 
@@ -337,27 +340,10 @@ def reference_rows(seconds: dict[str, float], steps: list[dict[str, Any]]) -> li
     return out
 
 
-class _EpochTimer:
-    """Wall time of every training epoch, start hook to end hook."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device, self.start, self.seconds = device, 0.0, []
-
-    def on_train_epoch_start(self, *args: object) -> None:
-        synchronize(self.device)
-        self.start = time.perf_counter()
-
-    def on_train_epoch_end(self, *args: object) -> None:
-        synchronize(self.device)
-        self.seconds.append(time.perf_counter() - self.start)
-
-
 def measure_lightning_epoch(bc: BenchConfig, device: torch.device) -> dict[str, Any]:
     """An epoch of ``run.py``'s Trainer (real MNIST, dynamic binarization, CSV logging, no
     checkpoints or test bound) against the same number of bare steps on one fixed batch; the
     best of ``repeats`` epochs against the best of ``repeats`` rounds of bare steps."""
-    import pytorch_lightning as pl
-
     accelerator = "gpu" if device.type == "cuda" else "cpu"
     devices = [device.index or 0] if device.type == "cuda" else 1
     with tempfile.TemporaryDirectory() as tmp:
@@ -376,7 +362,7 @@ def measure_lightning_epoch(bc: BenchConfig, device: torch.device) -> dict[str, 
         cfg.trainer.devices = devices
         datamodule = build_datamodule(cfg)
         trainer = build_trainer(cfg)
-        timer = type("EpochTimer", (_EpochTimer, pl.Callback), {})(device)
+        timer = EpochTimer(device)
         trainer.callbacks.append(timer)
         module = build_module(cfg, datamodule.x_dim)
         datamodule.trainer = trainer
@@ -658,7 +644,23 @@ def run_benchmark(bc: BenchConfig) -> dict[str, Any]:
     result["projection"] = project_paper_runs(
         steps, result["lightning_epoch"], result["eval"], result["compile"], result["eval_compiled"]
     )
+    counts = bc.replicas or ([1, TABLE1_SEEDS, 30] if device.type == "cuda" else [1, TABLE1_SEEDS])
+    progress(f"replica groups of {counts} against runs alone")
+    result["replicas"] = measure_replicas(
+        base_overrides(bc),
+        {variant: VARIANTS[variant] for variant in PRECISION_VARIANTS},
+        counts,
+        device,
+        bc.replica_steps,
+        bc.repeats,
+    )
+    result["table1"] = project_table1(result["replicas"], result["eval"], PAPER_DATASETS)
     return result
+
+
+def output_stem(device: torch.device) -> str:
+    """``bench`` on CPUs, ``bench_cuda`` on GPUs: both reports can be committed side by side."""
+    return "bench_cuda" if device.type == "cuda" else "bench"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -667,7 +669,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     result = run_benchmark(bc)
     out = Path(bc.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "bench.md").write_text(render_markdown(result))
-    print((out / "bench.md").read_text())
-    print(f"wrote {out / 'bench.json'} and {out / 'bench.md'}")
+    stem = output_stem(resolve_device(bc.device))
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(render_markdown(result))
+    print((out / f"{stem}.md").read_text())
+    print(f"wrote {out / f'{stem}.json'} and {out / f'{stem}.md'}")

@@ -14,6 +14,8 @@ TARGETS = {
     "vs_loop_iwaer": 3.0,  # loop-over-samples IWAER step time / ours
     "epoch": 1.05,  # Lightning epoch / sum of its bare steps
     "eval": 1.3,  # evaluation time / GEMM-bound time
+    "replicas": 1.0,  # replica group step / (R x single-run step)
+    "table1_gpu_h": 1.0,  # the whole paper Table 1 on one H100/H200-class GPU, hours
 }
 
 
@@ -293,7 +295,72 @@ def render_markdown(result: dict[str, Any]) -> str:
             for r in projection["runs"]
         ],
     )
+    if result.get("replicas"):
+        lines += _replica_lines(result["replicas"], result.get("table1"), mach["device"])
     return "\n".join(lines) + "\n"
+
+
+def _replica_lines(
+    rows: list[dict[str, Any]], table1: dict[str, Any] | None, device: str
+) -> list[str]:
+    """The replica-group section: steps of R seeds as one stacked model, and Table 1."""
+    lines = [
+        "",
+        "## Seeds as replicas (`hydra/launcher=replicas`)",
+        "",
+        "A Lightning epoch of R seeds trained as one stacked model against R runs one after "
+        "another (the same epoch of one run, times R); ratio = group step / (R x single step).",
+        "",
+    ]
+    lines += _table(
+        ["model", "R", "ms per group step", "replica-steps/s", "single-run ms", "ratio", "target"],
+        [
+            [
+                r["model"],
+                str(r["replicas"]),
+                f"{r['ms']:.1f}",
+                f"{r['replica_steps_per_s']:.1f}",
+                f"{r['single_ms']:.1f}",
+                f"{r['ratio']:.2f}",
+                _at_most(r["ratio"], TARGETS["replicas"]),
+            ]
+            for r in rows
+        ],
+    )
+    if table1 is None:
+        return lines
+    gpu = device.startswith("cuda")
+    lines += [
+        "",
+        f"### Projected paper Table 1 ({table1['epochs']} epochs, S = {table1['eval_samples']}, "
+        f"{table1['seeds']} seeds per cell) on this machine",
+        "",
+        "Training steps x measured step time; evaluation at the measured rate, one run after "
+        "another. Sequential: each cell's seeds one after another; replicas: each cell's seeds "
+        "as one group.",
+        "",
+    ]
+    lines += _table(
+        ["data set", "model", "sequential h", "replicas h", "of which evaluation h"],
+        [
+            [
+                c["dataset"],
+                c["model"],
+                f"{c['sequential_h']:.1f}",
+                f"{c['replicas_h']:.1f}",
+                f"{c['eval_h']:.2f}",
+            ]
+            for c in table1["cells"]
+        ],
+    )
+    total = f"**{table1['replicas_h']:.1f} h** with replicas, {table1['sequential_h']:.1f} h"
+    target = (
+        f" (target on one H100/H200-class GPU: <= {TARGETS['table1_gpu_h']:.0f} h: "
+        f"{_at_most(table1['replicas_h'], TARGETS['table1_gpu_h'])})"
+        if gpu
+        else ""
+    )
+    return [*lines, "", f"Whole Table 1: {total} sequentially{target}."]
 
 
 def _eval_label(row: dict[str, Any]) -> str:

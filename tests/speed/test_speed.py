@@ -92,6 +92,7 @@ TINY = [
     "eval_samples=10",
     "compile=false",
     "profile_calls=1",
+    "replica_steps=2",
 ]
 
 
@@ -139,12 +140,25 @@ def test_harness_runs_in_a_tiny_configuration(tmp_path, data_dir, capfd):
     assert result["config"]["k"] == 3 and result["git"]["commit"]
     assert "Peak matmul rate" in markdown and "Projected" in markdown
     assert "compiled" not in markdown  # compile=false: nothing compiled was measured
+    groups = result["replicas"]
+    assert {(r["model"], r["replicas"]) for r in groups} == {
+        (variant, count) for variant in speed.PRECISION_VARIANTS for count in (1, 5)
+    }
+    for row in groups:
+        assert row["ratio"] == pytest.approx(row["ms"] / (row["replicas"] * row["single_ms"]))
+        assert row["replica_steps_per_s"] == pytest.approx(row["replicas"] / row["ms"] * 1e3)
+    table1 = result["table1"]
+    assert len(table1["cells"]) == 6 and table1["seeds"] == 5
+    assert table1["replicas_h"] == pytest.approx(sum(c["replicas_h"] for c in table1["cells"]))
+    assert all(c["replicas_h"] > c["eval_h"] > 0 for c in table1["cells"])
+    assert "Seeds as replicas" in markdown and "Whole Table 1" in markdown
+    assert not (tmp_path / "bench_cuda.json").exists()  # a CPU run writes bench.{json,md}
 
 
 def test_projection_and_report_with_compiled_measurements(tmp_path, data_dir):
     """With compiled rows equal to the eager ones, the compiled projection equals the eager
     one; compiled evaluations are reported under their own label."""
-    speed.main([*TINY, f"out={tmp_path}", f"data_dir={data_dir}"])
+    speed.main([*TINY, "replicas=[1]", f"out={tmp_path}", f"data_dir={data_dir}"])
     result = json.loads((tmp_path / "bench.json").read_text())
     steps, evals = result["train_steps"], result["eval"]
     projection = speed.project_paper_runs(steps, result["lightning_epoch"], evals, steps, evals)
