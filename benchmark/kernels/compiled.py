@@ -17,15 +17,44 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch._dynamo.exc import (
-    BackendCompilerFailed,
-    FailOnRecompileLimitHit,
-    TorchDynamoException,
-)
 from torch.profiler import record_function
-from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
 log = logging.getLogger(__name__)
+
+
+class _NeverRaised(Exception):
+    """Stands in for an exception class this torch release does not have."""
+
+
+# torch's compile errors and dispatch-mode check are private APIs: where a release moved or
+# renamed one, compile failures are caught as RuntimeError (the base of dynamo's errors) one
+# call at a time, and no dispatch mode is assumed active.
+try:
+    from torch._dynamo import exc as _dynamo_errors
+except ImportError:  # pragma: no cover - depends on the torch release
+    _dynamo_errors = None
+BackendCompilerFailed = getattr(_dynamo_errors, "BackendCompilerFailed", _NeverRaised)
+TorchDynamoException = getattr(_dynamo_errors, "TorchDynamoException", RuntimeError)
+FailOnRecompileLimitHit = getattr(
+    _dynamo_errors,
+    "FailOnRecompileLimitHit",
+    getattr(_dynamo_errors, "FailOnCacheLimitHit", _NeverRaised),  # its earlier name
+)
+try:
+    from torch.utils._python_dispatch import is_in_torch_dispatch_mode as _in_dispatch_mode
+except ImportError:  # pragma: no cover - depends on the torch release
+    _in_dispatch_mode = None
+
+
+def in_dispatch_mode() -> bool:
+    """Whether a user ``TorchDispatchMode`` (a FLOP counter, say) is active, which dynamo does
+    not compile under; False where this torch cannot tell."""
+    if _in_dispatch_mode is None:
+        return False
+    try:
+        return _in_dispatch_mode(include_infra_modes=False)
+    except TypeError:  # releases before the keyword
+        return _in_dispatch_mode()
 
 _compile_failed = False
 PROFILER_LABELS: set[str] = set()  # profiler ranges of the kernels, for benchmark.speed
@@ -50,7 +79,7 @@ class CompiledKernel:
         PROFILER_LABELS.add(label)
 
     def __call__(self, *args: object) -> Any:
-        if torch.compiler.is_compiling() or is_in_torch_dispatch_mode(include_infra_modes=False):
+        if torch.compiler.is_compiling() or in_dispatch_mode():
             return self.fn(*args)
         # Autocast changes nothing in these elementwise kernels, but dynamo guards on
         # its state and would compile every kernel again under bf16 autocast.

@@ -116,3 +116,18 @@ def test_under_a_dispatch_mode_the_kernel_runs_eagerly(
     with FlopCounterMode(display=False):
         value = kernel(t, 2.0)
     torch.testing.assert_close(value, scaled_exp(t, 2.0))
+
+
+def test_the_private_torch_apis_have_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dispatch-mode check works with the keyword, without it (older releases), and as
+    'none active' where torch has no such function; dynamo's errors stay RuntimeErrors."""
+    with FlopCounterMode(display=False):
+        assert cpu_kernels.in_dispatch_mode()
+        monkeypatch.setattr(cpu_kernels, "_in_dispatch_mode", lambda: True)
+        assert cpu_kernels.in_dispatch_mode()
+        monkeypatch.setattr(cpu_kernels, "_in_dispatch_mode", None)
+        assert not cpu_kernels.in_dispatch_mode()
+    monkeypatch.undo()
+    assert not cpu_kernels.in_dispatch_mode()
+    assert issubclass(cpu_kernels.TorchDynamoException, RuntimeError)
+    assert issubclass(cpu_kernels.BackendCompilerFailed, cpu_kernels.TorchDynamoException)
