@@ -44,8 +44,10 @@ def wandb_mode() -> str:
 
 
 def make_wandb_logger(save_dir: str, **kwargs: Any) -> WandbLogger:
-    """A started :class:`WandbLogger`; falls back to offline mode if starting online fails."""
+    """A started :class:`WandbLogger`; falls back to offline mode if starting online fails.
+    Each logger is its own W&B run, also beside others in one process (replicas)."""
     Path(save_dir).mkdir(parents=True, exist_ok=True)
+    kwargs.setdefault("reinit", "create_new")
     mode = wandb_mode()
     if mode == "offline" and not os.environ.get("WANDB_MODE"):
         log.warning("W&B: no API key found (WANDB_API_KEY or `wandb login`), logging offline.")

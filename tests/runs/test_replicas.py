@@ -140,27 +140,37 @@ def test_replicas_resume_alone_or_in_any_group(
 
 def test_replicas_launcher_groups_a_sweep_by_all_but_seed(tmp_path: Path, data_dir: Path) -> None:
     """``hydra/launcher=replicas`` through run.py: one group per model, every run its own
-    directory with result, Hydra configs and checkpoint; a relaunch skips them all."""
+    directory with result, Hydra configs, checkpoint and W&B run (offline here); a relaunch
+    skips them all."""
     args = [
         "-m",
         *TINY_RUN,
         "model=iwae,iwaer",
         "seed=0-1",
         "hydra/launcher=replicas",
-        f"results_dir={tmp_path}",
+        "logger=wandb",
+        f"results_dir={tmp_path / 'r'}",
     ]
-    first = run_py(*args, data_dir=data_dir)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"HOME": str(home), "WANDB_MODE": "offline", "WANDB_BASE_URL": "http://127.0.0.1:9"}
+    first = run_py(*args, data_dir=data_dir, env=env)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "as 2 replica group(s)" in first.stderr + first.stdout
-    results = sorted(tmp_path.rglob("result.json"))
+    results = sorted((tmp_path / "r").rglob("result.json"))
     assert len(results) == 4
+    wandb_runs = set()
     for path in results:
         result = json.loads(path.read_text())
         assert result["replica_group"]["seeds"] == [0, 1]
         assert (path.parent / ".hydra" / "overrides.yaml").is_file()
         assert (path.parent / LAST_CHECKPOINT).is_file()
         assert f"seed={result['seed']}" in result["command"]
-    again = run_py(*args, data_dir=data_dir)
+        (offline_run,) = path.parent.glob("wandb/offline-run-*")
+        assert any(offline_run.glob("*.wandb"))
+        wandb_runs.add(offline_run.name.split("-", 3)[-1])  # offline-run-<time>-<run id>
+    assert len(wandb_runs) == 4  # one W&B run per replica
+    again = run_py(*args, data_dir=data_dir, env=env)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("test log-likelihood") == 4
     assert "training seeds" not in again.stderr + again.stdout
