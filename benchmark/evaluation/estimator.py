@@ -64,14 +64,15 @@ def estimate_log_likelihood(
     seed: int = 0,
     progress: bool = True,
     max_chunk_rows: int | None = None,
-    compile: bool = False,
+    compile: kernels.CompileMode = False,
 ) -> LogLikelihoodEstimate:
     """S-sample importance-sampling estimate of log p(x) for every row of ``data [N, D]``.
 
     ``max_chunk_rows`` caps the (sample, point) rows per forward pass; None means
     :func:`benchmark.kernels.default_chunk_rows` (5000 on CPUs, where large activations run
     out of cache; only the memory cap on other devices). ``compile`` runs the random-free part
-    of each pass (:meth:`log_weights_with_noise`) under ``torch.compile``: the same noise,
+    of each pass (:meth:`log_weights_with_noise`) under ``torch.compile`` (with CUDA graphs for
+    ``"reduce-overhead"``, :func:`benchmark.kernels.compile_pass`): the same noise,
     the same estimate up to float rounding, faster where fused elementwise ops pay
     (1.1-1.2x on a 2-core CPU, ``make bench``).
     """
@@ -87,9 +88,7 @@ def estimate_log_likelihood(
         max_chunk_rows = kernels.default_chunk_rows(data.device)
     cap = int(memory_cap_gib * BYTES_PER_GIB)
     chunk = samples_per_chunk(model, n_samples, batch_size, cap, max_chunk_rows)
-    log_weights = (
-        torch.compile(model.log_weights_with_noise) if compile else model.log_weights_with_noise
-    )
+    log_weights = kernels.compile_pass(model.log_weights_with_noise, compile)
     per_point = []
     batches = range(0, data.shape[0], batch_size)
     for b, start in enumerate(tqdm(batches, desc=f"log p(x), S={n_samples}", disable=not progress)):
@@ -100,6 +99,7 @@ def estimate_log_likelihood(
             k = min(chunk, n_samples - first)
             generator = make_generator(x.device, seed, "eval", b, c)
             noise = model.draw_noise(x, k, generator)
+            kernels.begin_graph_step(compile)
             chunk_bounds.append(torch.logsumexp(log_weights(x, noise, shared), 0))
         per_point.append(torch.logsumexp(torch.stack(chunk_bounds), 0) - math.log(n_samples))
     model.train(was_training)

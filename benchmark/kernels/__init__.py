@@ -7,7 +7,8 @@ device-agnostic PyTorch and asks :func:`active` whether to call in here.
 - :mod:`~benchmark.kernels.likelihood`: the Bernoulli log-likelihood as one compiled loop;
 - :mod:`~benchmark.kernels.fused_gaussian`: the random layers with hand-fused backwards;
 - :mod:`~benchmark.kernels.allocator`: glibc keeps freed activations for the next step;
-- :mod:`~benchmark.kernels.compiled`: the ``torch.compile`` wrapper with eager fallbacks.
+- :mod:`~benchmark.kernels.compiled`: the ``torch.compile`` wrapper with eager fallbacks, and
+  the config key ``compile`` (``torch.compile``, CUDA graphs) for a model's whole pass.
 
 The switch is the config key ``kernels``: ``auto`` (default) uses them on CPUs and plain
 PyTorch on other devices; ``reference`` uses plain PyTorch everywhere (on CPUs a different
@@ -22,7 +23,13 @@ from collections.abc import Iterator
 import torch
 
 from benchmark.kernels.allocator import retain_freed_memory
-from benchmark.kernels.compiled import PROFILER_LABELS
+from benchmark.kernels.compiled import (
+    COMPILE_MODES,
+    PROFILER_LABELS,
+    CompileMode,
+    begin_graph_step,
+    compile_pass,
+)
 from benchmark.kernels.fused_gaussian import local_reparameterization, shared_weights
 from benchmark.kernels.likelihood import bernoulli_log_likelihood
 from benchmark.kernels.logistic import log_sigmoid, softplus_power, tanh
@@ -34,11 +41,15 @@ CPU_CHUNK_ROWS = 5000  # (sample, point) rows per evaluation chunk on CPUs: acti
 _mode = "auto"
 
 __all__ = [
+    "COMPILE_MODES",
     "CPU_CHUNK_ROWS",
     "MODES",
     "PROFILER_LABELS",
+    "CompileMode",
     "active",
+    "begin_graph_step",
     "bernoulli_log_likelihood",
+    "compile_pass",
     "default_chunk_rows",
     "get_mode",
     "local_reparameterization",

@@ -56,6 +56,7 @@ def in_dispatch_mode() -> bool:
     except TypeError:  # releases before the keyword
         return _in_dispatch_mode()
 
+
 _compile_failed = False
 PROFILER_LABELS: set[str] = set()  # profiler ranges of the kernels, for benchmark.speed
 
@@ -104,3 +105,27 @@ class CompiledKernel:
             return result
         except (TorchDynamoException, FailOnRecompileLimitHit):  # this call only
             return self.fallback(*args)  # (and if the arguments are wrong, it says how)
+
+
+CompileMode = bool | str  # the config key ``compile``: false, true or "reduce-overhead"
+COMPILE_MODES: tuple[CompileMode, ...] = (False, True, "reduce-overhead")
+
+
+def compile_pass(fn: Callable[..., Any], mode: CompileMode) -> Callable[..., Any]:
+    """``fn`` (a model's random-free pass) as the config key ``compile`` asks: itself for
+    false; under ``torch.compile`` for true; for ``reduce-overhead`` compiled with its
+    forward and backward captured in CUDA graphs on GPUs (replayed with one launch each; on
+    CPUs the same as true). The noise stays an input drawn eagerly from the step's stream, so
+    every mode draws the same numbers."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"compile must be one of false, true, reduce-overhead; got {mode!r}")
+    if mode is False:
+        return fn
+    return torch.compile(fn, mode="reduce-overhead" if mode == "reduce-overhead" else None)
+
+
+def begin_graph_step(mode: CompileMode) -> None:
+    """Tell CUDA-graph replay that a new training or evaluation step begins (the previous
+    step's graph outputs may be overwritten), under ``compile=reduce-overhead``."""
+    if mode == "reduce-overhead":
+        torch.compiler.cudagraph_mark_step_begin()

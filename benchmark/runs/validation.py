@@ -74,8 +74,10 @@ def validate(cfg: DictConfig) -> None:
     if cfg.eval.test_ll_every_n_epochs:
         _positive_int(cfg, "eval.test_ll_points")
         _positive_int(cfg, "eval.test_ll_samples")
-    if not isinstance(cfg.compile, bool):
-        raise ConfigError(f"compile must be true or false, got {cfg.compile!r}")
+    if not (isinstance(cfg.compile, bool) or cfg.compile == "reduce-overhead"):
+        raise ConfigError(
+            f"compile must be one of false, true, reduce-overhead; got {cfg.compile!r}"
+        )
     _positive_int(cfg, "checkpoint.every_n_epochs")
     if cfg.eval.get("max_chunk_rows") is not None:
         _positive_int(cfg, "eval.max_chunk_rows")

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 from torchmetrics import MeanMetric
 
+from benchmark import kernels
 from benchmark.models.base import ImportanceWeightedModel
 from benchmark.models.bounds import iwae_bound
 from benchmark.randomness.seeding import derive_seed, make_generator
@@ -36,18 +37,14 @@ class ImportanceWeightedLitModule(pl.LightningModule):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         seed: int = 0,
-        compile: bool = False,
+        compile: kernels.CompileMode = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net"])
         self.net = net
         # The noise is drawn eagerly from the step's stream; the rest of the step is
         # random-free with static shapes (drop_last), so torch.compile takes it as one graph.
-        self._log_weights = (
-            torch.compile(self.net.log_weights_with_noise)
-            if compile
-            else self.net.log_weights_with_noise
-        )
+        self._log_weights = kernels.compile_pass(self.net.log_weights_with_noise, compile)
         self._generator: torch.Generator | None = None
         # Accumulated on the device without host syncs (NaNs propagate to the epoch's value,
         # which on_train_epoch_end checks); one self.log per epoch instead of one per step.
@@ -61,6 +58,7 @@ class ImportanceWeightedLitModule(pl.LightningModule):
         return self._generator
 
     def training_step(self, x: Tensor, batch_idx: int) -> Tensor:
+        kernels.begin_graph_step(self.hparams.compile)
         noise = self.net.draw_noise(x, self.net.k, self.step_generator(x.device))
         bound = iwae_bound(self._log_weights(x, noise)).mean()
         self.train_bound.update(bound.detach())

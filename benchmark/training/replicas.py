@@ -21,6 +21,7 @@ import torch
 from pytorch_lightning.loggers import Logger
 from torch import Tensor
 
+from benchmark import kernels
 from benchmark.models.base import ImportanceWeightedModel
 from benchmark.randomness.seeding import derive_seed, make_generator
 from benchmark.training.callbacks import TestLogLikelihoodMonitor, weight_std_stats
@@ -45,7 +46,7 @@ class ReplicaLitModule(pl.LightningModule):
         lr: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
-        compile: bool = False,
+        compile: kernels.CompileMode = False,
     ) -> None:
         super().__init__()
         if len(nets) != len(seeds):
@@ -87,6 +88,7 @@ class ReplicaLitModule(pl.LightningModule):
         return [net.draw_noise(x, self.k, g) for x, g in zip(xs, generators, strict=True)]
 
     def training_step(self, batch: list[Tensor], batch_idx: int) -> Tensor:
+        kernels.begin_graph_step(self.hparams.compile)
         noise = self._noise(batch, self.step_generators(batch[0].device))
         bounds = self.replicas.bounds(batch, noise).mean(-1)  # [R]
         detached = bounds.detach()
@@ -96,6 +98,7 @@ class ReplicaLitModule(pl.LightningModule):
 
     def validation_step(self, x: Tensor, batch_idx: int) -> None:
         """``test/bound`` of every replica on the common test points, each with its own noise."""
+        kernels.begin_graph_step(self.hparams.compile)
         generators = [make_generator(x.device, s, "test-bound", batch_idx) for s in self.seeds]
         xs = [x] * len(self.seeds)
         total = self.replicas.bounds(xs, self._noise(xs, generators)).sum(-1)

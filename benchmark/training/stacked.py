@@ -43,7 +43,9 @@ class StackedReplicas(nn.Module):
     everything but the training pass (evaluation, samples, checkpoints of one replica).
     """
 
-    def __init__(self, nets: Sequence[ImportanceWeightedModel], compile: bool = False) -> None:
+    def __init__(
+        self, nets: Sequence[ImportanceWeightedModel], compile: kernels.CompileMode = False
+    ) -> None:
         super().__init__()
         if not nets:
             raise ValueError("a replica group needs at least one model")
@@ -58,8 +60,8 @@ class StackedReplicas(nn.Module):
         # template (on the meta device) only lends its code to functional_call.
         object.__setattr__(self, "nets", list(nets))
         object.__setattr__(self, "_template", _Bound(copy.deepcopy(nets[0]).to("meta")))
-        self._each = torch.compile(self._one) if compile else self._one
-        self._all = torch.compile(vmap(self._one)) if compile else vmap(self._one)
+        self._each = kernels.compile_pass(self._one, compile)
+        self._all = kernels.compile_pass(vmap(self._one), compile)
 
     def __iter__(self):
         return iter(self.names)

@@ -124,6 +124,7 @@ def test_paper_preset_is_the_table1_protocol() -> None:
     ("override", "message"),
     [
         ("model.k=0", "model.k must be a positive integer"),
+        ("compile=fast", "compile must be one of false, true, reduce-overhead"),
         ("trainer.max_epochs=0", "trainer.max_epochs must be a positive integer"),
         ("optim.batch_size=-5", "optim.batch_size must be a positive integer"),
         ("eval.n_samples=0", "eval.n_samples must be a positive integer"),

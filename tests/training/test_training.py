@@ -13,6 +13,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import CSVLogger
 
+from benchmark import kernels
 from benchmark.evaluation.estimator import estimate_log_likelihood
 from benchmark.runs.builders import build_datamodule, build_model, build_module, build_trainer
 from benchmark.runs.config import CONFIG_DIR, compose_config
@@ -20,6 +21,7 @@ from benchmark.runs.experiment import train_and_evaluate
 from benchmark.runs.metrics_log import read_epoch_metrics
 from benchmark.runs.validation import validate
 from benchmark.training.module import ImportanceWeightedLitModule, TrainingDivergedError
+from benchmark.training.stacked import StackedReplicas
 from tests.conftest import run_py
 
 
@@ -188,13 +190,15 @@ def test_protocol_id_separates_protocols_but_not_paths() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("mode", [True, "reduce-overhead"])
 @pytest.mark.parametrize("model", ["iwae", "iwaer"])
-def test_compiled_training_bound_matches_eager(model: str) -> None:
-    """compile=true: the same noise (drawn eagerly) and the same bound and gradients up to
+def test_compiled_training_bound_matches_eager(model: str, mode: bool | str) -> None:
+    """compile=true and compile=reduce-overhead (CUDA graphs on GPUs; on this CPU the
+    compiled pass): the same noise (drawn eagerly) and the same bound and gradients up to
     float rounding."""
     cfg = compose_config([f"model={model}", "network.hidden=[32]", "network.latent=4"])
     eager = build_module(cfg, 784)
-    cfg.compile = True
+    cfg.compile = mode
     compiled = build_module(cfg, 784)
     compiled.load_state_dict(eager.state_dict())
     x = torch.bernoulli(torch.full((10, 784), 0.2), generator=torch.Generator().manual_seed(0))
@@ -305,3 +309,32 @@ def test_test_ll_monitor_is_the_estimate_on_the_monitor_points_and_leaves_traini
     )
     assert monitored[3] == pytest.approx(estimate.mean, abs=1e-4)
     assert monitored[3] > monitored[1]  # training improves it
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["auto", "reference"])
+def test_compiled_stacked_replicas_match_eager(mode: str) -> None:
+    """compile=true on a replica group: the compiled vmap (GPU path) and the compiled pass per
+    replica (CPU fast path) give the eager bounds and gradients up to float rounding."""
+    cfg = compose_config(["model=iwaer", "network.hidden=[32]", "network.latent=4"])
+    nets = [build_module(cfg, 784).net for _ in range(3)]
+    xs = [
+        torch.bernoulli(torch.full((10, 784), 0.2), generator=torch.Generator().manual_seed(r))
+        for r in range(3)
+    ]
+    noise = [
+        net.draw_noise(x, 5, torch.Generator().manual_seed(r))
+        for r, (net, x) in enumerate(zip(nets, xs, strict=True))
+    ]
+    results = []
+    with kernels.using(mode):
+        for compile_mode in (False, True):
+            stacked = StackedReplicas(nets, compile=compile_mode)
+            bounds = stacked.bounds(xs, noise)
+            bounds.sum().backward()
+            results.append(
+                (bounds.detach(), torch.cat([p.grad.flatten() for p in stacked.stacked]))
+            )
+    (bounds, grads), (compiled_bounds, compiled_grads) = results
+    torch.testing.assert_close(compiled_bounds, bounds, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(compiled_grads, grads, rtol=1e-4, atol=1e-4)
