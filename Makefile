@@ -13,7 +13,7 @@ LAUNCHER ?= basic
 LOGGER ?= auto   # CSV, plus W&B when you are logged in; logger=... in ARGS decides instead
 ARGS ?=
 
-.PHONY: install test test-slow smoke bench lint format clean reproduce-table1 table1 \
+.PHONY: install test test-slow test-gpu smoke bench lint format clean reproduce-table1 table1 \
 	protocol-study claim-study
 
 install: $(STAMP)
@@ -32,6 +32,10 @@ test: install
 
 test-slow: install
 	$(BIN)/python -m pytest -m slow
+
+# The CUDA smoke tests (skipped without a GPU).
+test-gpu: install
+	$(BIN)/python -m pytest -m gpu
 
 smoke: install
 	$(BIN)/python run.py experiment=smoke
