@@ -3,7 +3,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-# Table 1 reproduction: `make reproduce-table1 [PRESET=quick] [LAUNCHER=joblib|submitit_slurm]`.
+# Table 1 reproduction: `make reproduce-table1 [PRESET=quick] [LAUNCHER=replicas|joblib|submitit_slurm]`.
+# On a GPU, LAUNCHER=replicas trains each cell's seeds together as one stacked model.
 PRESET ?= paper
 MODELS ?= iwae,iwaer,iwaerrec
 DATASETS ?= mnist,omniglot
@@ -48,7 +49,7 @@ bench: install
 reproduce-table1: install
 	$(BIN)/python -m benchmark.runs.prepare_data $(DATASETS) $(filter data_dir=% dataset.%,$(ARGS))
 	$(BIN)/python -m benchmark.speed.eta experiment=$(PRESET) model=$(MODELS) dataset=$(DATASETS) \
-		seed=$(SEEDS) $(ARGS)
+		seed=$(SEEDS) hydra/launcher=$(LAUNCHER) $(ARGS)
 	$(BIN)/python run.py -m experiment=$(PRESET) model=$(MODELS) dataset=$(DATASETS) \
 		seed=$(SEEDS) hydra/launcher=$(LAUNCHER) results_dir=$(RESULTS) \
 		$(if $(filter logger=% ~logger,$(ARGS)),,logger=$(strip $(LOGGER))) $(ARGS)

@@ -4,8 +4,9 @@
 For every (model, data set) cell of the sweep, on the device a run would use: the time of a
 training step (the best of a few after warm-up, on binary data of the cell's shape) x steps
 per epoch x epochs, plus the S-sample evaluation and the ``test/ll_monitor`` evaluations at
-the rate of one timed chunk of importance samples; times the seeds. Lightning's overhead and
-``test/bound`` add a few percent (``make bench``).
+the rate of one timed chunk of importance samples; times the seeds. Under
+``hydra/launcher=replicas`` a cell's seeds train as one group: the timed step is the group's.
+Lightning's overhead and ``test/bound`` add a few percent (``make bench``).
 """
 
 from __future__ import annotations
@@ -27,23 +28,36 @@ from benchmark.runs.cli import expand_seed_argument
 from benchmark.runs.config import compose_config
 from benchmark.speed.timing import seconds_per_call
 from benchmark.training.module import adam
+from benchmark.training.stacked import StackedReplicas
 
 SWEPT = ("model", "dataset")
+MAX_REPLICAS = 30  # conf/hydra/launcher/replicas.yaml
+
+
+REPLICAS_LAUNCHER = "hydra/launcher=replicas"
 
 
 @dataclass(frozen=True)
 class CellTime:
-    """Projected seconds of one run of a cell, and how many seeds the sweep runs of it."""
+    """Projected seconds of one run of a cell (training of its whole group when ``replicas``
+    > 1), and how many seeds the sweep runs of it."""
 
     dataset: str
     model: str
     train_s: float
     eval_s: float
     seeds: int
+    replicas: int = 1
 
     @property
     def run_s(self) -> float:
         return self.train_s + self.eval_s
+
+    @property
+    def total_s(self) -> float:
+        """The cell's seeds: one after another, or in groups of ``replicas``."""
+        groups = self.seeds if self.replicas == 1 else math.ceil(self.seeds / self.replicas)
+        return groups * self.train_s + self.seeds * self.eval_s
 
 
 def projected_run_seconds(
@@ -72,8 +86,9 @@ def run_device(cfg: DictConfig) -> torch.device:
     return torch.device("cuda" if gpu else "cpu")
 
 
-def time_cell(cfg: DictConfig) -> tuple[float, float]:
-    """Projected (training, evaluation) seconds of one run of ``cfg`` on this machine."""
+def time_cell(cfg: DictConfig, replicas: int = 1) -> tuple[float, float]:
+    """Projected (training, evaluation) seconds of one run of ``cfg`` on this machine; with
+    ``replicas`` > 1 the training is that of a group of that many seeds."""
     datamodule = build_datamodule(cfg)
     datamodule.setup("fit")
     n_train, n_test = datamodule.train_data.shape[0], datamodule.test_data.shape[0]
@@ -82,13 +97,19 @@ def time_cell(cfg: DictConfig) -> tuple[float, float]:
     net = build_model(cfg, datamodule.x_dim).to(device)
     batch = cfg.optim.batch_size
     x = torch.rand(batch, datamodule.x_dim, device=device).bernoulli()
-    optimizer = adam(net.parameters())
     generator = torch.Generator(device=device).manual_seed(0)
+    group = StackedReplicas([net] * replicas).to(device) if replicas > 1 else None
+    optimizer = adam(net.parameters() if group is None else group.parameters())
+
+    def loss() -> torch.Tensor:
+        if group is None:
+            return -iwae_bound(net.log_weights(x, net.k, generator)).mean()
+        noise = [net.draw_noise(x, net.k, generator) for _ in range(replicas)]
+        return -group.bounds([x] * replicas, noise).mean(-1).sum()
 
     def step() -> None:
-        loss = -iwae_bound(net.log_weights(x, net.k, generator)).mean()
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss().backward()
         optimizer.step()
 
     cap = int(cfg.eval.memory_cap_gib * BYTES_PER_GIB)
@@ -132,6 +153,7 @@ def sweep_cells(overrides: Sequence[str]) -> tuple[list[list[str]], int]:
 
 def project_sweep(overrides: Sequence[str]) -> list[CellTime]:
     cells, seeds = sweep_cells(overrides)
+    replicas = min(seeds, MAX_REPLICAS) if REPLICAS_LAUNCHER in overrides else 1
     out = []
     for cell in cells:
         cfg = compose_config(cell)
@@ -140,8 +162,8 @@ def project_sweep(overrides: Sequence[str]) -> list[CellTime]:
         with kernels.using(cfg.kernels):
             if kernels.get_mode() == "auto":
                 kernels.retain_freed_memory()  # as the runs do
-            train_s, eval_s = time_cell(cfg)
-        out.append(CellTime(cfg.dataset.name, cfg.model.name, train_s, eval_s, seeds))
+            train_s, eval_s = time_cell(cfg, replicas)
+        out.append(CellTime(cfg.dataset.name, cfg.model.name, train_s, eval_s, seeds, replicas))
     return out
 
 
@@ -153,12 +175,15 @@ def hours(seconds: float) -> str:
 
 
 def report(cells: list[CellTime], device: str, experiment: str | None) -> str:
-    total = sum(c.run_s * c.seeds for c in cells)
-    lines = [
-        f"Projected wall time of this sweep on {device} (timed steps; runs one after another):"
-    ]
+    total = sum(c.total_s for c in cells)
+    grouped = any(c.replicas > 1 for c in cells)
+    how = "seeds as replicas" if grouped else "runs one after another"
+    lines = [f"Projected wall time of this sweep on {device} (timed steps; {how}):"]
     lines += [
-        f"  {c.dataset}/{c.model}: {hours(c.run_s)} per run "
+        f"  {c.dataset}/{c.model}: training {hours(c.train_s)} for {c.replicas} replicas, "
+        f"evaluation {hours(c.eval_s)} per run x {c.seeds} seeds"
+        if c.replicas > 1
+        else f"  {c.dataset}/{c.model}: {hours(c.run_s)} per run "
         f"(training {hours(c.train_s)}, evaluation {hours(c.eval_s)}) x {c.seeds} seeds"
         for c in cells
     ]

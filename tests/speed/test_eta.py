@@ -52,6 +52,10 @@ def test_report_sums_runs_times_seeds_and_points_cpu_users_of_the_paper_preset_t
     assert "PRESET=quick" not in eta.report(cells, "cpu (2 threads)", "quick")
     assert "PRESET=quick" not in eta.report(cells, "NVIDIA H200", "paper")
     assert [eta.hours(s) for s in (5400, 240, 12.2)] == ["1.5 h", "4 min", "13 s"]
+    grouped = [eta.CellTime("mnist", "iwae", 4000.0, 360.0, 5, replicas=5)]
+    text = eta.report(grouped, "NVIDIA H200", "paper")
+    assert "training 1.1 h for 5 replicas" in text and "total: 1.6 h" in text
+    assert eta.CellTime("mnist", "iwae", 100.0, 0.0, 7, replicas=3).total_s == 300.0
 
 
 def test_eta_of_a_small_sweep_runs_on_the_real_data(
@@ -71,3 +75,13 @@ def test_eta_of_a_small_sweep_runs_on_the_real_data(
     )
     out = capsys.readouterr().out
     assert "mnist/iwae:" in out and "mnist/iwaer_2l:" in out and out.count("x 2 seeds") == 2
+    eta.main(
+        [
+            "experiment=smoke",
+            "model=iwaer",
+            "seed=0-2",
+            f"data_dir={data_dir}",
+            eta.REPLICAS_LAUNCHER,
+        ]
+    )
+    assert "mnist/iwaer: training" in capsys.readouterr().out
