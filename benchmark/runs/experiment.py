@@ -243,7 +243,6 @@ def finish_run(
             },
             step=trained.global_step,
         )
-        logger.save()
 
     result = {
         "dataset": cfg.dataset.name,
@@ -276,10 +275,16 @@ def finish_run(
         **(extra or {}),
     }
     write_json_atomic(run_dir / RESULT_FILE, result)
+    close_loggers(loggers)
+    return result
+
+
+def close_loggers(loggers: Sequence[Logger]) -> None:
+    """Flush ``loggers`` and finish their W&B runs (printing how to upload offline ones)."""
     for logger in loggers:
+        logger.save()
         if isinstance(logger, WandbLogger):
             hint = offline_sync_hint(logger)
             logger.experiment.finish()
             if hint:
                 log.info("W&B run logged offline; upload it with: %s", hint)
-    return result

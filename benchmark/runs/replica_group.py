@@ -36,6 +36,7 @@ from benchmark.runs.builders import (
 from benchmark.runs.experiment import (
     RESULT_FILE,
     TrainedState,
+    close_loggers,
     diverged_error,
     finish_run,
     finished_result,
@@ -166,6 +167,7 @@ def _train_group(
     outcomes: list[Outcome] = []
     for r, (c, run_dir) in enumerate(zip(cfgs, run_dirs, strict=True)):
         if r in module.diverged:
+            close_loggers(module.replica_loggers[r])
             outcomes.append(
                 diverged_error(TrainingDivergedError(module.diverged[r]), checkpoints[r])
             )

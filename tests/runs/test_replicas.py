@@ -4,6 +4,7 @@ the run it replaces, and resumes as one."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from benchmark.runs.config import compose_config
 from benchmark.runs.experiment import PER_POINT_FILE, run
 from benchmark.runs.metrics_log import read_epoch_metrics
 from benchmark.runs.replica_group import run_replicas
+from benchmark.training.module import TrainingDivergedError
+from benchmark.training.replicas import ReplicaLitModule
 from tests.conftest import run_py
 
 TINY_RUN = [
@@ -174,3 +177,24 @@ def test_replicas_launcher_groups_a_sweep_by_all_but_seed(tmp_path: Path, data_d
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("test log-likelihood") == 4
     assert "training seeds" not in again.stderr + again.stdout
+
+
+def test_a_diverged_replica_fails_alone(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replica whose bound becomes NaN is reported (one line, its seed) and not
+    checkpointed; the others of its group train on and finish."""
+    poison = ReplicaLitModule.init_output_bias
+
+    def nan_output_bias_for_seed_1(self: ReplicaLitModule, pixel_mean: torch.Tensor) -> None:
+        poison(self, pixel_mean)
+        self.replica(1).output_layer().bias.data.fill_(float("nan"))
+
+    monkeypatch.setattr(ReplicaLitModule, "init_output_bias", nan_output_bias_for_seed_1)
+    cfgs = [config(tmp_path, data_dir, s, "trainer.max_epochs=2") for s in (0, 1)]
+    healthy, diverged = run_replicas(cfgs, [None] * 2)
+    assert healthy["epochs"] == 2 and math.isfinite(healthy["test_ll"])
+    assert isinstance(diverged, TrainingDivergedError)
+    assert "seed 1" in str(diverged) and "no checkpoint was written" in str(diverged)
+    assert not (Path(cfgs[1].run_dir) / "result.json").exists()
+    assert not (Path(cfgs[1].run_dir) / LAST_CHECKPOINT).exists()

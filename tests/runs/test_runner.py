@@ -203,8 +203,10 @@ def test_a_run_busy_in_another_process_is_skipped(tmp_path: Path, data_dir: Path
     assert run(cfg, run_dir) is not None  # free again: the run goes ahead
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_numbers(tmp_path: Path, data_dir: Path) -> None:
-    """SIGKILL after the first checkpoint, re-launch: bitwise the uninterrupted run's result."""
+    """SIGKILL after the first checkpoint, re-launch: bitwise the uninterrupted run's result.
+    (Slow: the default suite resumes checkpoints bitwise in tests/runs/test_replicas.py.)"""
     args = [
         *FAST,
         "model=iwaer",
