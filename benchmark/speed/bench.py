@@ -99,7 +99,7 @@ class BenchConfig:
     profile_calls: int = 3
     threads: int | None = None  # torch CPU threads (None: torch's default)
     replicas: list[int] | None = None  # group sizes R (None: 1, 5, 30 on GPUs; 1, 5 on CPUs)
-    replica_steps: int = 10  # steps per timed epoch of the replica measurement
+    replica_steps: int = 20  # steps per timed epoch of the replica measurement
     data_dir: str | None = None  # None: run.py's default (data/ or $IWAER_DATA_DIR)
 
 

@@ -90,11 +90,11 @@ class ReplicaLitModule(pl.LightningModule):
     def training_step(self, batch: list[Tensor], batch_idx: int) -> Tensor:
         kernels.begin_graph_step(self.hparams.compile)
         noise = self._noise(batch, self.step_generators(batch[0].device))
-        bounds = self.replicas.bounds(batch, noise).mean(-1)  # [R]
-        detached = bounds.detach()
-        self._train_sum = detached if self._train_sum is None else self._train_sum + detached
+        loss, bounds = self.replicas.loss(batch, noise)
+        means = bounds.mean(-1)  # [R]
+        self._train_sum = means if self._train_sum is None else self._train_sum + means
         self._train_steps += 1
-        return -bounds.sum()
+        return loss
 
     def validation_step(self, x: Tensor, batch_idx: int) -> None:
         """``test/bound`` of every replica on the common test points, each with its own noise."""

@@ -7,7 +7,10 @@ Replica r is the model with parameters ``P[r]`` for every stacked parameter P. I
 (batched matmuls over the replica dimension; the plain-PyTorch path, used on GPUs), or with
 the CPU fast paths on (:func:`benchmark.kernels.active`), one pass per replica over views of
 the stacked parameters, where the fast kernels and not the launch overhead decide the time.
-Both give each replica its own gradient only, in its slice of the stacked gradient.
+Both give each replica its own gradient only, in its slice of the stacked gradient. For the
+training loss ``-sum_r mean_b L_k(x_rb)`` the CPU path also runs each replica's backward
+right after its forward (:meth:`StackedReplicas.loss`), so one replica's activations are
+alive at a time, as in a run alone, and still in cache when its backward reads them.
 """
 
 from __future__ import annotations
@@ -86,6 +89,14 @@ class StackedReplicas(nn.Module):
         stacked_noise = [torch.stack(parts) for parts in zip(*noise, strict=True)]
         return self._all(self._named(self.stacked), torch.stack(list(x)), stacked_noise)
 
+    def loss(self, x: Sequence[Tensor], noise: Sequence[Sequence[Tensor]]) -> tuple[Tensor, Tensor]:
+        """The training loss ``-sum_r mean_b L_k(x_rb)`` (differentiable in the stacked
+        parameters) and the bounds ``[R, B]`` (detached), as :meth:`bounds` gives them."""
+        if kernels.active(self.stacked[0].device):
+            return _ReplicaByReplica.apply(self, x, noise, *self.stacked)
+        bounds = self.bounds(x, noise)
+        return -bounds.mean(-1).sum(), bounds.detach()
+
     def _named(self, values: Sequence[Tensor]) -> dict[str, Tensor]:
         return {f"net.{name}": value for name, value in zip(self, values, strict=True)}
 
@@ -102,3 +113,38 @@ class StackedReplicas(nn.Module):
     def replica_state(self, r: int) -> dict[str, Tensor]:
         """Replica r's ``state_dict`` (copies), keyed as the model's own."""
         return {name: p.detach()[r].clone() for name, p in zip(self, self.stacked, strict=True)}
+
+
+class _ReplicaByReplica(torch.autograd.Function):
+    """``loss = -sum_r mean_b L_k(x_rb)`` with each replica's gradient computed in the
+    forward, right after its pass, into its slice of every stacked gradient; the backward
+    scales them by the incoming gradient of the loss. The same numbers as autograd through
+    :meth:`StackedReplicas.bounds`, with one replica's activations alive at a time."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx,
+        replicas: StackedReplicas,
+        x: Sequence[Tensor],
+        noise: Sequence[Sequence[Tensor]],
+        *stacked: Tensor,
+    ) -> tuple[Tensor, Tensor]:
+        grads = [torch.empty_like(p) for p in stacked]
+        losses, bounds = [], []
+        for r, (x_r, noise_r) in enumerate(zip(x, noise, strict=True)):
+            views = [p.detach()[r].requires_grad_() for p in stacked]
+            with torch.enable_grad():
+                bound = replicas._each(replicas._named(views), x_r, noise_r)
+                loss = -bound.mean()
+                for grad, part in zip(grads, torch.autograd.grad(loss, views), strict=True):
+                    grad[r].copy_(part)
+            losses.append(loss.detach())
+            bounds.append(bound.detach())
+        ctx.save_for_backward(*grads)
+        all_bounds = torch.stack(bounds)
+        ctx.mark_non_differentiable(all_bounds)
+        return torch.stack(losses).sum(), all_bounds
+
+    @staticmethod
+    def backward(ctx, grad_loss: Tensor, _: Tensor) -> tuple[Tensor | None, ...]:
+        return (None, None, None, *(grad * grad_loss for grad in ctx.saved_tensors))

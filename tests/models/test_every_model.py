@@ -172,7 +172,8 @@ def test_default_path_matches_the_plain_reference_path(name: str, sampling: str)
 def test_stacked_replicas_are_the_models_alone(name: str, mode: str) -> None:
     """Three models of one config stacked (:class:`StackedReplicas`): replica r's bound and
     its slice of the stacked gradient are model r's own, for its own data and noise, both
-    through vmap (``reference``, the GPU path) and through views (``auto`` on CPUs)."""
+    through vmap (``reference``, the GPU path) and through views (``auto`` on CPUs); and the
+    training loss's gradient (on CPUs computed replica by replica in its forward) is theirs."""
     models = [tiny(name, "model.init_std=0.3", seed=seed) for seed in range(3)]
     xs = [TINY_X[torch.tensor(order)] for order in ([0, 1, 2], [2, 0, 1], [1, 1, 0])]
     noise = [
@@ -189,6 +190,15 @@ def test_stacked_replicas_are_the_models_alone(name: str, mode: str) -> None:
             torch.testing.assert_close(bounds[r], own, rtol=1e-12, atol=1e-12)
             for stacked_grad, own_grad in zip(grads, own_grads, strict=True):
                 torch.testing.assert_close(stacked_grad[r], own_grad, rtol=1e-10, atol=1e-12)
+        loss, loss_bounds = stacked.loss(xs, noise)
+        loss_grads = torch.autograd.grad(2.0 * loss, list(stacked.stacked))
+        assert torch.equal(loss_bounds, bounds.detach()) and not loss_bounds.requires_grad
+        for r, model in enumerate(models):
+            own = -iwae_bound(model.log_weights_with_noise(xs[r], noise[r])).mean()
+            own_grads = torch.autograd.grad(2.0 * own, list(model.parameters()))
+            for stacked_grad, own_grad in zip(loss_grads, own_grads, strict=True):
+                torch.testing.assert_close(stacked_grad[r], own_grad, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(loss, -bounds.detach().mean(-1).sum(), rtol=1e-12, atol=0)
     assert not torch.allclose(bounds[0], bounds[1])  # the replicas do differ
     replica = stacked.replica(1)
     with torch.no_grad():
