@@ -249,3 +249,8 @@ def test_timed_repeats_of_several_paths_are_interleaved_each_after_an_untimed_ca
     order.clear()
     seconds_per_call(fns["a"], torch.device("cpu"), calls=2, warmup=1, repeats=2)
     assert "".join(order) == "a" + "aa" * 2
+
+
+def test_gpu_reports_are_written_beside_the_cpu_ones() -> None:
+    assert speed.output_stem(torch.device("cuda", 0)) == "bench_cuda"
+    assert speed.output_stem(torch.device("cpu")) == "bench"
