@@ -51,6 +51,7 @@ from benchmark.speed.flops import forward_flops, layer_matmuls, train_step_flops
 from benchmark.speed.reference import LoopIWAER, PlainIWAE
 from benchmark.speed.replicas import TABLE1_SEEDS, EpochTimer, measure_replicas, project_table1
 from benchmark.speed.report import TARGETS, render_markdown
+from benchmark.speed.steps import BoundFn, train_step
 from benchmark.speed.timing import (
     PeakMemory,
     profile_ops,
@@ -58,7 +59,6 @@ from benchmark.speed.timing import (
     seconds_per_call_each,
     synchronize,
 )
-from benchmark.training.module import adam
 
 # Model variants measured, as config overrides on top of the benchmark's sizes.
 VARIANTS: dict[str, list[str]] = {
@@ -72,8 +72,6 @@ REFERENCE_PLAIN = "plain PyTorch IWAE"
 REFERENCE_LOOP = "IWAER looping over k samples"
 # Training / test set sizes of the paper's data (PAPER.md section 2), for the projection.
 PAPER_DATASETS = {"mnist": (60_000, 10_000), "omniglot": (24_345, 8_070)}
-
-BoundFn = Callable[[torch.Tensor, int, torch.Generator], torch.Tensor]
 
 
 @dataclass
@@ -99,7 +97,6 @@ class BenchConfig:
     profile_calls: int = 3
     threads: int | None = None  # torch CPU threads (None: torch's default)
     replicas: list[int] | None = None  # group sizes R (None: 1, 5, 30 on GPUs; 1, 5 on CPUs)
-    replica_steps: int = 20  # steps per timed epoch of the replica measurement
     data_dir: str | None = None  # None: run.py's default (data/ or $IWAER_DATA_DIR)
 
 
@@ -153,29 +150,6 @@ def mnist_test_images(bc: BenchConfig, device: torch.device) -> torch.Tensor:
     datamodule = build_datamodule(compose_config([*base_overrides(bc), "dataset=mnist"]))
     datamodule.setup()
     return datamodule.test_data.to(device)
-
-
-def train_step(
-    bound: BoundFn,
-    params: Sequence[torch.nn.Parameter],
-    x: torch.Tensor,
-    k: int,
-    make_optimizer: Callable[[Sequence[torch.nn.Parameter]], torch.optim.Optimizer] = adam,
-) -> Callable[[], None]:
-    """One Adam step on ``-mean_b bound(x)`` per call (``run.py``'s fused Adam unless
-    given), noise seeded by a step counter."""
-    optimizer = make_optimizer(params)
-    generator = torch.Generator(device=x.device)
-    step = iter(range(1 << 62))
-
-    def run() -> None:
-        generator.manual_seed(next(step))
-        loss = -bound(x, k, generator).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    return run
 
 
 def matmul_shapes(
@@ -647,14 +621,17 @@ def run_benchmark(bc: BenchConfig) -> dict[str, Any]:
     counts = bc.replicas or ([1, TABLE1_SEEDS, 30] if device.type == "cuda" else [1, TABLE1_SEEDS])
     progress(f"replica groups of {counts} against runs alone")
     result["replicas"] = measure_replicas(
-        base_overrides(bc),
-        {variant: VARIANTS[variant] for variant in PRECISION_VARIANTS},
+        {v: lambda v=v: build_model(bc, v, device) for v in PRECISION_VARIANTS},
+        x,
+        bc.k,
         counts,
-        device,
-        bc.replica_steps,
-        bc.repeats,
+        calls=bc.steps,
+        warmup=bc.warmup,
+        repeats=bc.repeats,
     )
-    result["table1"] = project_table1(result["replicas"], result["eval"], PAPER_DATASETS)
+    result["table1"] = project_table1(
+        result["replicas"], result["lightning_epoch"], result["eval"], PAPER_DATASETS
+    )
     return result
 
 

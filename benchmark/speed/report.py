@@ -308,8 +308,9 @@ def _replica_lines(
         "",
         "## Seeds as replicas (`hydra/launcher=replicas`)",
         "",
-        "A Lightning epoch of R seeds trained as one stacked model against R runs one after "
-        "another (the same epoch of one run, times R); ratio = group step / (R x single step).",
+        "The training step of R seeds as one stacked model (R noise draws, the stacked loss, one "
+        "fused Adam step) against a run's step, their repeats interleaved; ratio = group step / "
+        "(R x a run's step), the group against its runs one after another.",
         "",
     ]
     lines += _table(
@@ -335,9 +336,10 @@ def _replica_lines(
         f"### Projected paper Table 1 ({table1['epochs']} epochs, S = {table1['eval_samples']}, "
         f"{table1['seeds']} seeds per cell) on this machine",
         "",
-        "Training steps x measured step time; evaluation at the measured rate, one run after "
-        "another. Sequential: each cell's seeds one after another; replicas: each cell's seeds "
-        "as one group.",
+        "Training steps x (measured step time + Lightning's "
+        f"{table1['lightning_ms_per_step']:.1f} ms per step, from the epoch above); evaluation "
+        "at the measured rate, one run after another. Sequential: each cell's seeds one after "
+        "another; replicas: each cell's seeds as one group.",
         "",
     ]
     lines += _table(

@@ -92,7 +92,6 @@ TINY = [
     "eval_samples=10",
     "compile=false",
     "profile_calls=1",
-    "replica_steps=2",
 ]
 
 
@@ -149,6 +148,7 @@ def test_harness_runs_in_a_tiny_configuration(tmp_path, data_dir, capfd):
         assert row["replica_steps_per_s"] == pytest.approx(row["replicas"] / row["ms"] * 1e3)
     table1 = result["table1"]
     assert len(table1["cells"]) == 6 and table1["seeds"] == 5
+    assert table1["lightning_ms_per_step"] >= 0
     assert table1["replicas_h"] == pytest.approx(sum(c["replicas_h"] for c in table1["cells"]))
     assert all(c["replicas_h"] > c["eval_h"] > 0 for c in table1["cells"])
     assert "Seeds as replicas" in markdown and "Whole Table 1" in markdown
