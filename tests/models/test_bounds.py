@@ -191,8 +191,10 @@ def test_bound_means_agree_across_weight_sampling_modes() -> None:
         with torch.no_grad():
             if sampling == "local":
                 bounds = model.bound(x, k, torch.Generator().manual_seed(0))
-            else:  # one data point per minibatch, so the shared draws are independent per rep
-                bounds = torch.cat([model.bound(x[:1], k) for _ in range(reps)])
+            else:  # every sample draws its own weights: one pass of reps x k samples of one
+                # data point holds reps independent k-sample passes
+                log_w = model.log_weights(x[:1], reps * k, torch.Generator().manual_seed(0))
+                bounds = iwae_bound(log_w.view(reps, k).t())
         results.append((bounds.mean().item(), bounds.var().item() / reps))
     (m0, v0), (m1, v1) = results
     assert abs(m0 - m1) < 5 * math.sqrt(v0 + v1)

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +22,7 @@ from benchmark.runs.metrics_log import read_epoch_metrics
 from benchmark.runs.replica_group import run_replicas
 from benchmark.training.module import TrainingDivergedError
 from benchmark.training.replicas import ReplicaLitModule
-from tests.conftest import run_py
+from tests.conftest import REPO_ROOT
 
 TINY_RUN = [
     "experiment=smoke",
@@ -143,8 +146,9 @@ def test_replicas_resume_alone_or_in_any_group(
 
 def test_replicas_launcher_groups_a_sweep_by_all_but_seed(tmp_path: Path, data_dir: Path) -> None:
     """``hydra/launcher=replicas`` through run.py: one group per model, every run its own
-    directory with result, Hydra configs, checkpoint and W&B run (offline here); a relaunch
-    skips them all."""
+    directory with result, Hydra configs, checkpoint and W&B run: offline by itself without an
+    API key, with the command that uploads it. (Skipping finished runs is tested in-process
+    above.)"""
     args = [
         "-m",
         *TINY_RUN,
@@ -156,9 +160,21 @@ def test_replicas_launcher_groups_a_sweep_by_all_but_seed(tmp_path: Path, data_d
     ]
     home = tmp_path / "home"
     home.mkdir()
-    env = {"HOME": str(home), "WANDB_MODE": "offline", "WANDB_BASE_URL": "http://127.0.0.1:9"}
-    first = run_py(*args, data_dir=data_dir, env=env)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("WANDB_")}
+    env.update(
+        {"HOME": str(home), "WANDB_BASE_URL": "http://127.0.0.1:9", "IWAER_DATA_DIR": str(data_dir)}
+    )
+    first = subprocess.run(
+        [sys.executable, "run.py", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert first.returncode == 0, first.stderr[-3000:]
+    output = first.stdout + first.stderr
+    assert "logging offline" in output and "wandb sync" in output
     assert "as 2 replica group(s)" in first.stderr + first.stdout
     results = sorted((tmp_path / "r").rglob("result.json"))
     assert len(results) == 4
@@ -173,10 +189,7 @@ def test_replicas_launcher_groups_a_sweep_by_all_but_seed(tmp_path: Path, data_d
         assert any(offline_run.glob("*.wandb"))
         wandb_runs.add(offline_run.name.split("-", 3)[-1])  # offline-run-<time>-<run id>
     assert len(wandb_runs) == 4  # one W&B run per replica
-    again = run_py(*args, data_dir=data_dir, env=env)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("test log-likelihood") == 4
-    assert "training seeds" not in again.stderr + again.stdout
+    assert first.stdout.count("test log-likelihood") == 4
 
 
 def test_a_diverged_replica_fails_alone(

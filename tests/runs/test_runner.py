@@ -253,6 +253,7 @@ def test_killed_run_resumes_to_the_same_numbers(tmp_path: Path, data_dir: Path) 
     )
 
 
+@pytest.mark.slow  # by default: tests/runs/test_replicas.py, four runs offline without a key
 def test_wandb_logs_offline_without_api_key(tmp_path: Path, data_dir: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
