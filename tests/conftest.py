@@ -80,9 +80,23 @@ def exact_log_px() -> Callable[[ImportanceWeightedAutoencoder, torch.Tensor], to
     return exact_log_marginal
 
 
-def run_py(*args: str, data_dir: Path, env: dict[str, str] | None = None, **kwargs):
-    """``python run.py *args`` from the repository root, reading data from ``data_dir``."""
+def run_py(
+    *args: str,
+    data_dir: Path,
+    env: dict[str, str] | None = None,
+    wandb_logged_out_home: Path | None = None,
+    **kwargs,
+):
+    """``python run.py *args`` from the repository root, reading data from ``data_dir``; with
+    ``wandb_logged_out_home``, as a user without W&B credentials (no ``WANDB_*`` variables,
+    that empty home, no reachable W&B server)."""
     environment = {**os.environ, "IWAER_DATA_DIR": str(data_dir), **(env or {})}
+    if wandb_logged_out_home is not None:
+        wandb_logged_out_home.mkdir(parents=True, exist_ok=True)
+        environment = {k: v for k, v in environment.items() if not k.startswith("WANDB_")}
+        environment.update(
+            {"HOME": str(wandb_logged_out_home), "WANDB_BASE_URL": "http://127.0.0.1:9"}
+        )
     return subprocess.run(
         [sys.executable, "run.py", *args],
         cwd=REPO_ROOT,

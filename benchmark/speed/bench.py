@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -49,7 +50,7 @@ from benchmark.runs.config import compose_config
 from benchmark.runs.provenance import git_state, package_versions
 from benchmark.speed.flops import forward_flops, layer_matmuls, train_step_flops
 from benchmark.speed.reference import LoopIWAER, PlainIWAE
-from benchmark.speed.replicas import TABLE1_SEEDS, EpochTimer, measure_replicas, project_table1
+from benchmark.speed.replicas import TABLE1_SEEDS, measure_replicas, project_table1
 from benchmark.speed.report import TARGETS, render_markdown
 from benchmark.speed.steps import BoundFn, train_step
 from benchmark.speed.timing import (
@@ -312,6 +313,21 @@ def reference_rows(seconds: dict[str, float], steps: list[dict[str, Any]]) -> li
                 }
             )
     return out
+
+
+class EpochTimer(pl.Callback):
+    """Wall time of every training epoch, start hook to end hook."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.start, self.seconds = device, 0.0, []
+
+    def on_train_epoch_start(self, *args: object) -> None:
+        synchronize(self.device)
+        self.start = time.perf_counter()
+
+    def on_train_epoch_end(self, *args: object) -> None:
+        synchronize(self.device)
+        self.seconds.append(time.perf_counter() - self.start)
 
 
 def measure_lightning_epoch(bc: BenchConfig, device: torch.device) -> dict[str, Any]:

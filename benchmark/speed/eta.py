@@ -22,13 +22,11 @@ from omegaconf import DictConfig
 
 from benchmark import kernels
 from benchmark.evaluation.estimator import BYTES_PER_GIB, samples_per_chunk
-from benchmark.models.bounds import iwae_bound
 from benchmark.runs.builders import build_datamodule, build_model
 from benchmark.runs.cli import expand_seed_argument
 from benchmark.runs.config import compose_config
+from benchmark.speed.steps import group_train_step, train_step
 from benchmark.speed.timing import seconds_per_call
-from benchmark.training.module import adam
-from benchmark.training.stacked import StackedReplicas
 
 SWEPT = ("model", "dataset")
 MAX_REPLICAS = 30  # conf/hydra/launcher/replicas.yaml
@@ -98,19 +96,11 @@ def time_cell(cfg: DictConfig, replicas: int = 1) -> tuple[float, float]:
     batch = cfg.optim.batch_size
     x = torch.rand(batch, datamodule.x_dim, device=device).bernoulli()
     generator = torch.Generator(device=device).manual_seed(0)
-    group = StackedReplicas([net] * replicas).to(device) if replicas > 1 else None
-    optimizer = adam(net.parameters() if group is None else group.parameters())
-
-    def loss() -> torch.Tensor:
-        if group is None:
-            return -iwae_bound(net.log_weights(x, net.k, generator)).mean()
-        noise = [net.draw_noise(x, net.k, generator) for _ in range(replicas)]
-        return -group.bounds([x] * replicas, noise).mean(-1).sum()
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss().backward()
-        optimizer.step()
+    step = (
+        train_step(net.bound, list(net.parameters()), x, net.k)
+        if replicas == 1
+        else group_train_step([net] * replicas, x, net.k)
+    )
 
     cap = int(cfg.eval.memory_cap_gib * BYTES_PER_GIB)
     rows = cfg.eval.max_chunk_rows or kernels.default_chunk_rows(device)

@@ -10,34 +10,17 @@ step by a run and once per step by a whole group: the projection adds it per ste
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 
 from benchmark.models.base import ImportanceWeightedModel
 from benchmark.runs.config import compose_config
 from benchmark.speed.steps import group_train_step, train_step
-from benchmark.speed.timing import seconds_per_call_each, synchronize
+from benchmark.speed.timing import seconds_per_call_each
 
 TABLE1_SEEDS = 5  # seeds per (model, data set) cell of Table 1: one replica group each
-
-
-class EpochTimer(pl.Callback):
-    """Wall time of every training epoch, start hook to end hook."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device, self.start, self.seconds = device, 0.0, []
-
-    def on_train_epoch_start(self, *args: object) -> None:
-        synchronize(self.device)
-        self.start = time.perf_counter()
-
-    def on_train_epoch_end(self, *args: object) -> None:
-        synchronize(self.device)
-        self.seconds.append(time.perf_counter() - self.start)
 
 
 def measure_replicas(

@@ -53,7 +53,6 @@ class ReplicaLitModule(pl.LightningModule):
             raise ValueError(f"{len(nets)} models for {len(seeds)} seeds")
         self.save_hyperparameters(ignore=["nets"])
         self.replicas = StackedReplicas(nets, compile)
-        self.k = nets[0].k
         self.seeds = list(seeds)
         self.replica_loggers: list[list[Logger]] = [[] for _ in seeds]
         self.monitor: TestLogLikelihoodMonitor | None = None
@@ -85,7 +84,7 @@ class ReplicaLitModule(pl.LightningModule):
 
     def _noise(self, xs: Sequence[Tensor], generators: Sequence[torch.Generator]) -> list:
         net = self.replicas.nets[0]  # noise shapes only: the same for every replica
-        return [net.draw_noise(x, self.k, g) for x, g in zip(xs, generators, strict=True)]
+        return [net.draw_noise(x, net.k, g) for x, g in zip(xs, generators, strict=True)]
 
     def training_step(self, batch: list[Tensor], batch_idx: int) -> Tensor:
         kernels.begin_graph_step(self.hparams.compile)

@@ -58,19 +58,15 @@ class StackedReplicas(nn.Module):
             )
         params, _ = stack_module_state(list(nets))
         self.names = list(params)
-        self.stacked = nn.ParameterList([nn.Parameter(params[name].detach()) for name in self])
+        self.stacked = nn.ParameterList(
+            [nn.Parameter(params[name].detach()) for name in self.names]
+        )
         # Neither is a submodule: the nets' parameters are views bound on use, and the
         # template (on the meta device) only lends its code to functional_call.
         object.__setattr__(self, "nets", list(nets))
         object.__setattr__(self, "_template", _Bound(copy.deepcopy(nets[0]).to("meta")))
         self._each = kernels.compile_pass(self._one, compile)
         self._all = kernels.compile_pass(vmap(self._one), compile)
-
-    def __iter__(self):
-        return iter(self.names)
-
-    def __len__(self) -> int:
-        return len(self.nets)
 
     def _one(self, params: dict[str, Tensor], x: Tensor, noise: Sequence[Tensor]) -> Tensor:
         return functional_call(self._template, params, (x, noise))
@@ -98,21 +94,17 @@ class StackedReplicas(nn.Module):
         return -bounds.mean(-1).sum(), bounds.detach()
 
     def _named(self, values: Sequence[Tensor]) -> dict[str, Tensor]:
-        return {f"net.{name}": value for name, value in zip(self, values, strict=True)}
+        return {f"net.{name}": value for name, value in zip(self.names, values, strict=True)}
 
     def replica(self, r: int) -> ImportanceWeightedModel:
         """Model r, its parameters views of ``stacked[.][r]`` (no gradient; it follows the
         stacked values as they train, and moves with them between devices)."""
         net = self.nets[r]
-        for name, stacked in zip(self, self.stacked, strict=True):
+        for name, stacked in zip(self.names, self.stacked, strict=True):
             owner, _, leaf = name.rpartition(".")
             module = net.get_submodule(owner)
             setattr(module, leaf, nn.Parameter(stacked.detach()[r], requires_grad=False))
         return net
-
-    def replica_state(self, r: int) -> dict[str, Tensor]:
-        """Replica r's ``state_dict`` (copies), keyed as the model's own."""
-        return {name: p.detach()[r].clone() for name, p in zip(self, self.stacked, strict=True)}
 
 
 class _ReplicaByReplica(torch.autograd.Function):

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,7 +19,7 @@ from benchmark.runs.metrics_log import read_epoch_metrics
 from benchmark.runs.replica_group import run_replicas
 from benchmark.training.module import TrainingDivergedError
 from benchmark.training.replicas import ReplicaLitModule
-from tests.conftest import REPO_ROOT
+from tests.conftest import run_py
 
 TINY_RUN = [
     "experiment=smoke",
@@ -158,20 +155,7 @@ def test_replicas_launcher_groups_a_sweep_by_all_but_seed(tmp_path: Path, data_d
         "logger=wandb",
         f"results_dir={tmp_path / 'r'}",
     ]
-    home = tmp_path / "home"
-    home.mkdir()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("WANDB_")}
-    env.update(
-        {"HOME": str(home), "WANDB_BASE_URL": "http://127.0.0.1:9", "IWAER_DATA_DIR": str(data_dir)}
-    )
-    first = subprocess.run(
-        [sys.executable, "run.py", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    first = run_py(*args, data_dir=data_dir, wandb_logged_out_home=tmp_path / "home")
     assert first.returncode == 0, first.stderr[-3000:]
     output = first.stdout + first.stderr
     assert "logging offline" in output and "wandb sync" in output

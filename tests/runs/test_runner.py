@@ -255,19 +255,12 @@ def test_killed_run_resumes_to_the_same_numbers(tmp_path: Path, data_dir: Path) 
 
 @pytest.mark.slow  # by default: tests/runs/test_replicas.py, four runs offline without a key
 def test_wandb_logs_offline_without_api_key(tmp_path: Path, data_dir: Path) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("WANDB_")}
-    env.update(
-        {"HOME": str(home), "WANDB_BASE_URL": "http://127.0.0.1:9", "IWAER_DATA_DIR": str(data_dir)}
-    )
-    proc = subprocess.run(
-        [sys.executable, "run.py", *FAST, "logger=wandb", f"results_dir={tmp_path / 'r'}"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    proc = run_py(
+        *FAST,
+        "logger=wandb",
+        f"results_dir={tmp_path / 'r'}",
+        data_dir=data_dir,
+        wandb_logged_out_home=tmp_path / "home",
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-3000:]
