@@ -108,12 +108,18 @@ def test_the_cuda_graph_step_gives_the_eager_numbers(
 def test_the_benchmark_runs_on_the_device(device: str, tmp_path: Path, data_dir: Path) -> None:
     from tests.speed.test_speed import TINY
 
-    bench.main(
-        [*TINY, f"device={device}", "replicas=[1,5]", f"out={tmp_path}", f"data_dir={data_dir}"]
-    )
+    argv = [*TINY, f"device={device}", "replicas=[1,5]", f"out={tmp_path}", f"data_dir={data_dir}"]
+    bench.main([*argv, "replica_graphs=true"])  # the GPU default; on CPUs compile=true
     stem = "bench_cuda" if device == "cuda" else "bench"
     result = json.loads((tmp_path / f"{stem}.json").read_text())
     assert result["machine"]["device"].startswith(device)
-    assert {r["replicas"] for r in result["replicas"]} == {1, 5}
-    assert result["table1"]["replicas_h"] > 0
-    assert "Whole Table 1" in (tmp_path / f"{stem}.md").read_text()
+    modes = {False, "reduce-overhead"}
+    assert {(r["compile"], r["replicas"]) for r in result["replicas"]} == {
+        (mode, n) for mode in modes for n in (1, 5)
+    }
+    assert {e["compile"] for e in result["group_epochs"]} == modes
+    table1 = result["table1"]
+    assert set(table1["replicas_h_by_compile"]) == {"false", "reduce-overhead"}
+    assert table1["replicas_h"] == min(table1["replicas_h_by_compile"].values()) > 0
+    markdown = (tmp_path / f"{stem}.md").read_text()
+    assert "Whole Table 1" in markdown and "replicas h, `compile=reduce-overhead`" in markdown

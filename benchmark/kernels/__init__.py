@@ -28,6 +28,7 @@ from benchmark.kernels.compiled import (
     PROFILER_LABELS,
     CompileMode,
     begin_graph_step,
+    compile_name,
     compile_pass,
 )
 from benchmark.kernels.fused_gaussian import local_reparameterization, shared_weights
@@ -49,6 +50,7 @@ __all__ = [
     "active",
     "begin_graph_step",
     "bernoulli_log_likelihood",
+    "compile_name",
     "compile_pass",
     "default_chunk_rows",
     "get_mode",

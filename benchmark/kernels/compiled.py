@@ -111,6 +111,11 @@ CompileMode = bool | str  # the config key ``compile``: false, true or "reduce-o
 COMPILE_MODES: tuple[CompileMode, ...] = (False, True, "reduce-overhead")
 
 
+def compile_name(mode: CompileMode) -> str:
+    """``mode`` as the config key ``compile`` spells it: false, true or reduce-overhead."""
+    return str(mode).lower()
+
+
 def compile_pass(fn: Callable[..., Any], mode: CompileMode) -> Callable[..., Any]:
     """``fn`` (a model's random-free pass) as the config key ``compile`` asks: itself for
     false; under ``torch.compile`` for true; for ``reduce-overhead`` compiled with its

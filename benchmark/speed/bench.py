@@ -27,15 +27,12 @@ import math
 import os
 import platform
 import sys
-import tempfile
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -43,16 +40,16 @@ from omegaconf.errors import OmegaConfBaseException
 from benchmark import kernels
 from benchmark.evaluation.estimator import estimate_log_likelihood
 from benchmark.models.base import ImportanceWeightedModel
-from benchmark.models.bounds import iwae_bound
 from benchmark.randomness.noise import standard_normal
-from benchmark.runs.builders import build_datamodule, build_module, build_trainer
+from benchmark.runs.builders import build_datamodule, build_module
 from benchmark.runs.config import compose_config
 from benchmark.runs.provenance import git_state, package_versions
+from benchmark.speed.epochs import measure_group_epoch, measure_lightning_epoch
 from benchmark.speed.flops import forward_flops, layer_matmuls, train_step_flops
 from benchmark.speed.reference import LoopIWAER, PlainIWAE
 from benchmark.speed.replicas import TABLE1_SEEDS, measure_replicas, project_table1
 from benchmark.speed.report import TARGETS, render_markdown
-from benchmark.speed.steps import BoundFn, train_step
+from benchmark.speed.steps import BoundFn, run_bound, train_step
 from benchmark.speed.timing import (
     PeakMemory,
     profile_ops,
@@ -98,6 +95,7 @@ class BenchConfig:
     profile_calls: int = 3
     threads: int | None = None  # torch CPU threads (None: torch's default)
     replicas: list[int] | None = None  # group sizes R (None: 1, 5, 30 on GPUs; 1, 5 on CPUs)
+    replica_graphs: bool | None = None  # groups also under compile=reduce-overhead (None: GPUs)
     data_dir: str | None = None  # None: run.py's default (data/ or $IWAER_DATA_DIR)
 
 
@@ -315,68 +313,6 @@ def reference_rows(seconds: dict[str, float], steps: list[dict[str, Any]]) -> li
     return out
 
 
-class EpochTimer(pl.Callback):
-    """Wall time of every training epoch, start hook to end hook."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device, self.start, self.seconds = device, 0.0, []
-
-    def on_train_epoch_start(self, *args: object) -> None:
-        synchronize(self.device)
-        self.start = time.perf_counter()
-
-    def on_train_epoch_end(self, *args: object) -> None:
-        synchronize(self.device)
-        self.seconds.append(time.perf_counter() - self.start)
-
-
-def measure_lightning_epoch(bc: BenchConfig, device: torch.device) -> dict[str, Any]:
-    """An epoch of ``run.py``'s Trainer (real MNIST, dynamic binarization, CSV logging, no
-    checkpoints or test bound) against the same number of bare steps on one fixed batch; the
-    best of ``repeats`` epochs against the best of ``repeats`` rounds of bare steps."""
-    accelerator = "gpu" if device.type == "cuda" else "cpu"
-    devices = [device.index or 0] if device.type == "cuda" else 1
-    with tempfile.TemporaryDirectory() as tmp:
-        overrides = [
-            *base_overrides(bc),
-            f"model={bc.epoch_model}",
-            f"trainer.max_epochs={bc.repeats}",
-            f"trainer.accelerator={accelerator}",
-            "trainer.enable_progress_bar=false",
-            "eval.test_bound_every_n_epochs=0",
-            f"results_dir={tmp}",
-        ]
-        if bc.epoch_batches is not None:
-            overrides.append(f"+trainer.limit_train_batches={bc.epoch_batches}")
-        cfg = compose_config(overrides)
-        cfg.trainer.devices = devices
-        datamodule = build_datamodule(cfg)
-        trainer = build_trainer(cfg)
-        timer = EpochTimer(device)
-        trainer.callbacks.append(timer)
-        module = build_module(cfg, datamodule.x_dim)
-        datamodule.trainer = trainer
-        datamodule.setup("fit")
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-            trainer.fit(module, datamodule=datamodule)
-        n_steps = trainer.global_step // bc.repeats
-        epoch_s = min(timer.seconds)
-        x = datamodule.train_data[: bc.batch]
-        net = module.net.to(device)
-        step = train_step(net.bound, list(net.parameters()), x, bc.k)
-        bare_s = seconds_per_call(step, device, calls=n_steps, warmup=1, repeats=bc.repeats)
-    return {
-        "model": bc.epoch_model,
-        "epochs": bc.repeats,
-        "steps": n_steps,
-        "epoch_s": epoch_s,
-        "steps_s": bare_s * n_steps,
-        "ratio": epoch_s / (bare_s * n_steps),
-        "target": TARGETS["epoch"],
-    }
-
-
 def measure_eval(
     models: dict[str, ImportanceWeightedModel],
     data: torch.Tensor,
@@ -472,12 +408,7 @@ def compiled(model: ImportanceWeightedModel) -> BoundFn:
     """The model's bound with the random-free part under ``torch.compile`` (as ``compile=true``),
     from empty compile caches (:func:`fresh_compile_caches`)."""
     fresh_compile_caches()
-    log_weights = torch.compile(model.log_weights_with_noise)
-
-    def bound(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
-        return iwae_bound(log_weights(x, model.draw_noise(x, k, generator)))
-
-    return bound
+    return run_bound(model, True)
 
 
 def fresh_compile_caches() -> None:
@@ -620,7 +551,10 @@ def run_benchmark(bc: BenchConfig) -> dict[str, Any]:
         "references": references,
     }
     progress(f"{bc.repeats} Lightning epochs of {bc.epoch_model}")
-    result["lightning_epoch"] = measure_lightning_epoch(bc, device)
+    result["lightning_epoch"] = {
+        **measure_lightning_epoch(epoch_config(bc), device, bc.repeats),
+        "target": TARGETS["epoch"],
+    }
     progress(f"evaluation, S = {bc.eval_samples}, {eval_data.shape[0]} points")
     result["eval"] = measure_eval(models, eval_data, bc, peak)
     result.update(bf16=[], compile=[], eval_compiled=[])  # filled only if measured
@@ -634,21 +568,47 @@ def run_benchmark(bc: BenchConfig) -> dict[str, Any]:
     result["projection"] = project_paper_runs(
         steps, result["lightning_epoch"], result["eval"], result["compile"], result["eval_compiled"]
     )
-    counts = bc.replicas or ([1, TABLE1_SEEDS, 30] if device.type == "cuda" else [1, TABLE1_SEEDS])
-    progress(f"replica groups of {counts} against runs alone")
+    gpu = device.type == "cuda"
+    counts = bc.replicas or ([1, TABLE1_SEEDS, 30] if gpu else [1, TABLE1_SEEDS])
+    modes: list[kernels.CompileMode] = [False]
+    if bc.replica_graphs or (bc.replica_graphs is None and gpu):
+        modes.append("reduce-overhead")
+    progress(f"replica groups of {counts} against runs alone, compile={modes}")
     result["replicas"] = measure_replicas(
         {v: lambda v=v: build_model(bc, v, device) for v in PRECISION_VARIANTS},
         x,
         bc.k,
         counts,
+        modes,
         calls=bc.steps,
         warmup=bc.warmup,
         repeats=bc.repeats,
     )
+    progress(f"Lightning epochs of {bc.epoch_model} as groups of {TABLE1_SEEDS} replicas")
+    result["group_epochs"] = [
+        measure_group_epoch(
+            [*epoch_config(bc), f"compile={kernels.compile_name(mode)}"],
+            device,
+            bc.repeats,
+            TABLE1_SEEDS,
+        )
+        for mode in modes
+    ]
     result["table1"] = project_table1(
-        result["replicas"], result["lightning_epoch"], result["eval"], PAPER_DATASETS
+        result["replicas"],
+        result["lightning_epoch"],
+        result["group_epochs"],
+        result["eval"],
+        PAPER_DATASETS,
     )
     return result
+
+
+def epoch_config(bc: BenchConfig) -> list[str]:
+    """The config of the Lightning epochs: the benchmark's sizes, ``epoch_model``, and
+    ``epoch_batches`` steps per epoch if set."""
+    limit = [] if bc.epoch_batches is None else [f"+trainer.limit_train_batches={bc.epoch_batches}"]
+    return [*base_overrides(bc), f"model={bc.epoch_model}", *limit]
 
 
 def output_stem(device: torch.device) -> str:

@@ -25,7 +25,7 @@ from benchmark.evaluation.estimator import BYTES_PER_GIB, samples_per_chunk
 from benchmark.runs.builders import build_datamodule, build_model
 from benchmark.runs.cli import expand_seed_argument
 from benchmark.runs.config import compose_config
-from benchmark.speed.steps import group_train_step, train_step
+from benchmark.speed.steps import group_train_step, run_bound, train_step
 from benchmark.speed.timing import seconds_per_call
 
 SWEPT = ("model", "dataset")
@@ -85,8 +85,9 @@ def run_device(cfg: DictConfig) -> torch.device:
 
 
 def time_cell(cfg: DictConfig, replicas: int = 1) -> tuple[float, float]:
-    """Projected (training, evaluation) seconds of one run of ``cfg`` on this machine; with
-    ``replicas`` > 1 the training is that of a group of that many seeds."""
+    """Projected (training, evaluation) seconds of one run of ``cfg`` on this machine, its
+    steps in its ``compile`` mode; with ``replicas`` > 1 the training is that of a group of
+    that many seeds."""
     datamodule = build_datamodule(cfg)
     datamodule.setup("fit")
     n_train, n_test = datamodule.train_data.shape[0], datamodule.test_data.shape[0]
@@ -96,10 +97,14 @@ def time_cell(cfg: DictConfig, replicas: int = 1) -> tuple[float, float]:
     batch = cfg.optim.batch_size
     x = torch.rand(batch, datamodule.x_dim, device=device).bernoulli()
     generator = torch.Generator(device=device).manual_seed(0)
+    if cfg.compile:  # from empty caches, as each run compiles (dynamo's recompile limit)
+        torch.compiler.reset()
     step = (
-        train_step(net.bound, list(net.parameters()), x, net.k)
+        train_step(
+            run_bound(net, cfg.compile), list(net.parameters()), x, net.k, compile=cfg.compile
+        )
         if replicas == 1
-        else group_train_step([net] * replicas, x, net.k)
+        else group_train_step([net] * replicas, x, net.k, cfg.compile)
     )
 
     cap = int(cfg.eval.memory_cap_gib * BYTES_PER_GIB)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from benchmark.kernels import compile_name
+
 # Targets of the speed issue (on a 2-core CPU, fp32). Ratios are upper bounds, speed-ups
 # lower bounds.
 TARGETS = {
@@ -189,7 +191,6 @@ def render_markdown(result: dict[str, Any]) -> str:
         ],
     )
     epoch = result["lightning_epoch"]
-    overhead_ms = (epoch["epoch_s"] - epoch["steps_s"]) / epoch["steps"] * 1e3
     lines += [
         "",
         "## One Lightning epoch",
@@ -198,7 +199,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"MNIST, dynamic binarization, CSV logging), the best of {epoch['epochs']}: "
         f"{epoch['epoch_s']:.1f} s against {epoch['steps_s']:.1f} s for as many bare steps (best "
         f"of {epoch['epochs']} rounds): ratio **{epoch['ratio']:.3f}**, "
-        f"{_at_most(epoch['ratio'], epoch['target'])}; {overhead_ms:+.2f} ms per step.",
+        f"{_at_most(epoch['ratio'], epoch['target'])}; {epoch['overhead_ms']:+.2f} ms per step.",
         "",
         f"## Test log-likelihood evaluation (S = {cfg['eval_samples']})",
         "",
@@ -296,12 +297,17 @@ def render_markdown(result: dict[str, Any]) -> str:
         ],
     )
     if result.get("replicas"):
-        lines += _replica_lines(result["replicas"], result.get("table1"), mach["device"])
+        lines += _replica_lines(
+            result["replicas"], result.get("group_epochs", []), result.get("table1"), mach["device"]
+        )
     return "\n".join(lines) + "\n"
 
 
 def _replica_lines(
-    rows: list[dict[str, Any]], table1: dict[str, Any] | None, device: str
+    rows: list[dict[str, Any]],
+    group_epochs: list[dict[str, Any]],
+    table1: dict[str, Any] | None,
+    device: str,
 ) -> list[str]:
     """The replica-group section: steps of R seeds as one stacked model, and Table 1."""
     lines = [
@@ -309,60 +315,99 @@ def _replica_lines(
         "## Seeds as replicas (`hydra/launcher=replicas`)",
         "",
         "The training step of R seeds as one stacked model (R noise draws, the stacked loss, one "
-        "fused Adam step) against a run's step, their repeats interleaved; ratio = group step / "
-        "(R x a run's step), the group against its runs one after another.",
+        "fused Adam step) against a run's step in the same `compile` mode, their repeats "
+        "interleaved; ratio = group step / (R x a run's step), the group against its runs one "
+        "after another. `compile=reduce-overhead` replays the pass's forward and backward from "
+        "CUDA graphs on GPUs (on CPUs it is `compile=true`).",
         "",
     ]
     lines += _table(
-        ["model", "R", "ms per group step", "replica-steps/s", "single-run ms", "ratio", "target"],
+        [
+            "model",
+            "compile",
+            "R",
+            "ms per group step",
+            "replica-steps/s",
+            "single-run ms",
+            "ratio",
+            "target",
+        ],
         [
             [
                 r["model"],
+                compile_name(r["compile"]),
                 str(r["replicas"]),
-                f"{r['ms']:.1f}",
+                f"{r['ms']:.2f}",
                 f"{r['replica_steps_per_s']:.1f}",
-                f"{r['single_ms']:.1f}",
+                f"{r['single_ms']:.2f}",
                 f"{r['ratio']:.2f}",
                 _at_most(r["ratio"], TARGETS["replicas"]),
             ]
             for r in rows
         ],
     )
+    for e in group_epochs:
+        lines += [
+            "",
+            f"{e['model']} as a group of {e['replicas']} replicas through the replica launcher's "
+            f"Trainer (`compile={compile_name(e['compile'])}`), epochs of {e['steps']} steps, "
+            f"the best of {e['epochs']}: {e['epoch_s']:.2f} s against {e['steps_s']:.2f} s for "
+            f"as many bare group steps: ratio {e['ratio']:.3f}, {e['overhead_ms']:+.2f} ms per "
+            "step.",
+        ]
     if table1 is None:
         return lines
-    gpu = device.startswith("cuda")
+    modes = list(table1["replicas_h_by_compile"])
+    group_ms = ", ".join(
+        f"{ms:.2f} ms with `compile={mode}`"
+        for mode, ms in table1["group_lightning_ms_per_step"].items()
+    )
     lines += [
         "",
         f"### Projected paper Table 1 ({table1['epochs']} epochs, S = {table1['eval_samples']}, "
         f"{table1['seeds']} seeds per cell) on this machine",
         "",
-        "Training steps x (measured step time + Lightning's "
-        f"{table1['lightning_ms_per_step']:.1f} ms per step, from the epoch above); evaluation "
-        "at the measured rate, one run after another. Sequential: each cell's seeds one after "
-        "another; replicas: each cell's seeds as one group.",
+        "Training steps x (measured step time + the Lightning work per step measured on an "
+        f"epoch: {table1['lightning_ms_per_step']:.2f} ms for a run, for a group of "
+        f"{table1['seeds']}: {group_ms}); evaluation at the measured rate, one run after "
+        "another. Sequential: each cell's seeds one after another, eagerly; replicas: each "
+        "cell's seeds as one group.",
         "",
     ]
     lines += _table(
-        ["data set", "model", "sequential h", "replicas h", "of which evaluation h"],
+        [
+            "data set",
+            "model",
+            "sequential h",
+            *(f"replicas h, `compile={mode}`" for mode in modes),
+            "of which evaluation h",
+        ],
         [
             [
                 c["dataset"],
                 c["model"],
-                f"{c['sequential_h']:.1f}",
-                f"{c['replicas_h']:.1f}",
+                f"{c['sequential_h']:.2f}",
+                *(f"{c['replicas_h'][mode]:.2f}" for mode in modes),
                 f"{c['eval_h']:.2f}",
             ]
             for c in table1["cells"]
         ],
     )
-    total = f"**{table1['replicas_h']:.1f} h** with replicas, {table1['sequential_h']:.1f} h"
+    by_mode = ", ".join(
+        f"{hours:.2f} h with `compile={mode}`"
+        for mode, hours in table1["replicas_h_by_compile"].items()
+    )
+    total = (
+        f"**{table1['replicas_h']:.2f} h** with replicas ({by_mode}), "
+        f"{table1['sequential_h']:.2f} h sequentially"
+    )
     target = (
         f" (target on one H100/H200-class GPU: <= {TARGETS['table1_gpu_h']:.0f} h: "
         f"{_at_most(table1['replicas_h'], TARGETS['table1_gpu_h'])})"
-        if gpu
+        if device.startswith("cuda")
         else ""
     )
-    return [*lines, "", f"Whole Table 1: {total} sequentially{target}."]
+    return [*lines, "", f"Whole Table 1: {total}{target}."]
 
 
 def _eval_label(row: dict[str, Any]) -> str:

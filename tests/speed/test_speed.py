@@ -12,6 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmark.models.iwae import ImportanceWeightedAutoencoder
 from benchmark.speed import bench as speed
 from benchmark.speed.flops import forward_flops, train_step_flops
+from benchmark.speed.replicas import project_table1
 from benchmark.speed.report import _at_least, _at_most, where_time_goes
 from benchmark.speed.timing import op_name, profile_ops, seconds_per_call, seconds_per_call_each
 
@@ -139,19 +140,27 @@ def test_harness_runs_in_a_tiny_configuration(tmp_path, data_dir, capfd):
     assert result["config"]["k"] == 3 and result["git"]["commit"]
     assert "Peak matmul rate" in markdown and "Projected" in markdown
     assert "compiled" not in markdown  # compile=false: nothing compiled was measured
-    groups = result["replicas"]
-    assert {(r["model"], r["replicas"]) for r in groups} == {
-        (variant, count) for variant in speed.PRECISION_VARIANTS for count in (1, 5)
+    groups = result["replicas"]  # on CPUs eager only (replica_graphs: GPUs by default)
+    assert {(r["model"], r["compile"], r["replicas"]) for r in groups} == {
+        (variant, False, count) for variant in speed.PRECISION_VARIANTS for count in (1, 5)
     }
     for row in groups:
         assert row["ratio"] == pytest.approx(row["ms"] / (row["replicas"] * row["single_ms"]))
         assert row["replica_steps_per_s"] == pytest.approx(row["replicas"] / row["ms"] * 1e3)
+    (group_epoch,) = result["group_epochs"]
+    assert group_epoch["replicas"] == 5 and group_epoch["compile"] is False
+    assert group_epoch["steps"] == 3 and group_epoch["epoch_s"] > 0
+    assert group_epoch["ratio"] == pytest.approx(group_epoch["epoch_s"] / group_epoch["steps_s"])
     table1 = result["table1"]
     assert len(table1["cells"]) == 6 and table1["seeds"] == 5
     assert table1["lightning_ms_per_step"] >= 0
-    assert table1["replicas_h"] == pytest.approx(sum(c["replicas_h"] for c in table1["cells"]))
-    assert all(c["replicas_h"] > c["eval_h"] > 0 for c in table1["cells"])
+    assert list(table1["replicas_h_by_compile"]) == ["false"] == [table1["best_compile"]]
+    assert table1["replicas_h"] == pytest.approx(
+        sum(c["replicas_h"]["false"] for c in table1["cells"])
+    )
+    assert all(c["replicas_h"]["false"] > c["eval_h"] > 0 for c in table1["cells"])
     assert "Seeds as replicas" in markdown and "Whole Table 1" in markdown
+    assert "as a group of 5 replicas through the replica launcher's Trainer" in markdown
     assert not (tmp_path / "bench_cuda.json").exists()  # a CPU run writes bench.{json,md}
 
 
@@ -249,6 +258,33 @@ def test_timed_repeats_of_several_paths_are_interleaved_each_after_an_untimed_ca
     order.clear()
     seconds_per_call(fns["a"], torch.device("cpu"), calls=2, warmup=1, repeats=2)
     assert "".join(order) == "a" + "aa" * 2
+
+
+def test_table1_projection_adds_each_path_its_own_lightning_work_and_takes_the_best_mode():
+    """Hours = steps x (step + Lightning's work per step) / 3.6e6 + evaluation, with a run's
+    work for the runs and a group's (in its compile mode) for the groups."""
+    rows = [
+        {"model": "iwae", "compile": mode, "replicas": 5, "ms": ms, "single_ms": single}
+        for mode, ms, single in ((False, 10.0, 3.0), ("reduce-overhead", 4.0, 1.0))
+    ]
+    epoch = {"overhead_ms": 2.0}
+    group_epochs = [
+        {"compile": False, "overhead_ms": 6.0},
+        {"compile": "reduce-overhead", "overhead_ms": -1.0},  # noise below 0 counts as 0
+    ]
+    evals = [{"model": "iwae", "samples_per_s": 1e6}]
+    table1 = project_table1(rows, epoch, group_epochs, evals, {"mnist": (1000, 100)})
+    steps = 500 * (1000 // 100)  # the paper preset: 500 epochs of batch 100
+    eval_h = 5 * 100 * 2000 / 1e6 / 3600
+    (cell,) = table1["cells"]
+    assert cell["sequential_h"] == pytest.approx(5 * steps * (3.0 + 2.0) / 3.6e6 + eval_h)
+    assert cell["replicas_h"] == pytest.approx(
+        {"false": steps * 16.0 / 3.6e6 + eval_h, "reduce-overhead": steps * 4.0 / 3.6e6 + eval_h}
+    )
+    assert table1["best_compile"] == "reduce-overhead"
+    assert table1["replicas_h"] == cell["replicas_h"]["reduce-overhead"]
+    assert table1["group_lightning_ms_per_step"] == {"false": 6.0, "reduce-overhead": 0.0}
+    assert project_table1(rows, epoch, [], evals, {"mnist": (1000, 100)}) is None
 
 
 def test_gpu_reports_are_written_beside_the_cpu_ones() -> None:
