@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import subprocess
 from importlib import metadata
@@ -24,6 +25,7 @@ PACKAGES = (
     "scipy",
 )
 REPO_ROOT = Path(__file__).resolve().parents[2]
+COMMIT_ENV = "IWAER_GIT_COMMIT"  # the commit of a copied tree that has no .git
 
 # Config sections that change what is measured; everything else (paths, loggers, progress
 # bars, memory caps, kernels, compile) does not enter the protocol id. A model's class
@@ -89,7 +91,9 @@ def package_versions() -> dict[str, str | None]:
 def git_state() -> dict[str, Any]:
     """Commit of the checkout running the code and whether it had uncommitted changes to
     tracked files outside ``results/`` (the committed results are outputs, rewritten by the
-    runs and benchmarks that record this)."""
+    runs and benchmarks that record this). Where git cannot tell (a copy of the tree without
+    ``.git``, on a cluster node, say), the commit named by ``$IWAER_GIT_COMMIT``, if set,
+    with ``dirty`` unknown."""
 
     def git(*args: str) -> str | None:
         try:
@@ -106,5 +110,7 @@ def git_state() -> dict[str, Any]:
         return out.stdout.strip()
 
     commit = git("rev-parse", "HEAD")
+    if commit is None and os.environ.get(COMMIT_ENV):  # a copy of the tree without .git
+        return {"commit": os.environ[COMMIT_ENV], "dirty": None, "commit_from": COMMIT_ENV}
     status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
     return {"commit": commit, "dirty": bool(status) if status is not None else None}

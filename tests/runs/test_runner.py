@@ -297,6 +297,20 @@ def test_git_state_flags_changed_code_but_not_rewritten_results(
     assert provenance.git_state()["dirty"] is True
 
 
+def test_a_tree_copied_without_git_records_the_commit_it_is_told(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(provenance, "REPO_ROOT", tmp_path)
+    monkeypatch.delenv(provenance.COMMIT_ENV, raising=False)
+    assert provenance.git_state() == {"commit": None, "dirty": None}
+    monkeypatch.setenv(provenance.COMMIT_ENV, "a" * 40)
+    assert provenance.git_state() == {
+        "commit": "a" * 40,
+        "dirty": None,
+        "commit_from": provenance.COMMIT_ENV,
+    }
+
+
 def test_a_corrupt_checkpoint_stops_the_run_with_one_line_naming_it(
     tmp_path: Path, data_dir: Path
 ) -> None:
