@@ -13,6 +13,9 @@ Measures, in one process so every ratio compares numbers of the same run:
 5. straightforward references (:mod:`benchmark.speed.reference`);
 6. bf16 autocast and ``torch.compile``: speed-up of the step and how much the bound
    changes; the evaluation under ``torch.compile``;
+7. replica groups of R seeds against R runs, eagerly and (by default on GPUs) with CUDA
+   graphs, a group's Lightning epoch, and the paper Table 1 projected
+   (:mod:`benchmark.speed.replicas`, :mod:`benchmark.speed.epochs`);
 
 and profiles each measured path to name the ops its time goes to. Writes ``bench.json`` and
 ``bench.md`` (:mod:`benchmark.speed.report`) to ``out``. Options are the fields of
@@ -87,6 +90,7 @@ class BenchConfig:
     repeats: int = 3  # the best of these repeats is reported
     epoch_model: str = "iwae"  # model of the Lightning epoch
     epoch_batches: int | None = None  # None: a full epoch
+    group_epoch_batches: int = 120  # steps per epoch of a replica group (at most epoch_batches)
     eval_points: int = 200  # test points of the evaluation measurement
     eval_samples: int = 2000
     memory_cap_gib: float = 2.0
@@ -107,7 +111,16 @@ def parse_args(argv: Sequence[str]) -> BenchConfig:
         options = ", ".join(BenchConfig.__dataclass_fields__)
         raise SystemExit(f"error: {err.msg}. Options: {options}") from None
     config = OmegaConf.to_object(merged)
-    for key in ("batch", "k", "latent", "steps", "repeats", "eval_points", "eval_samples"):
+    for key in (
+        "batch",
+        "k",
+        "latent",
+        "steps",
+        "repeats",
+        "eval_points",
+        "eval_samples",
+        "group_epoch_batches",
+    ):
         if getattr(config, key) < 1:
             raise SystemExit(f"error: {key} must be a positive integer, got {getattr(config, key)}")
     if config.epoch_model not in ("vae", "iwae", "iwaer", "iwaerrec"):
@@ -552,7 +565,7 @@ def run_benchmark(bc: BenchConfig) -> dict[str, Any]:
     }
     progress(f"{bc.repeats} Lightning epochs of {bc.epoch_model}")
     result["lightning_epoch"] = {
-        **measure_lightning_epoch(epoch_config(bc), device, bc.repeats),
+        **measure_lightning_epoch(epoch_config(bc, bc.epoch_batches), device, bc.repeats),
         "target": TARGETS["epoch"],
     }
     progress(f"evaluation, S = {bc.eval_samples}, {eval_data.shape[0]} points")
@@ -584,10 +597,11 @@ def run_benchmark(bc: BenchConfig) -> dict[str, Any]:
         warmup=bc.warmup,
         repeats=bc.repeats,
     )
+    group_batches = min(bc.group_epoch_batches, bc.epoch_batches or bc.group_epoch_batches)
     progress(f"Lightning epochs of {bc.epoch_model} as groups of {TABLE1_SEEDS} replicas")
     result["group_epochs"] = [
         measure_group_epoch(
-            [*epoch_config(bc), f"compile={kernels.compile_name(mode)}"],
+            [*epoch_config(bc, group_batches), f"compile={kernels.compile_name(mode)}"],
             device,
             bc.repeats,
             TABLE1_SEEDS,
@@ -604,10 +618,10 @@ def run_benchmark(bc: BenchConfig) -> dict[str, Any]:
     return result
 
 
-def epoch_config(bc: BenchConfig) -> list[str]:
+def epoch_config(bc: BenchConfig, batches: int | None) -> list[str]:
     """The config of the Lightning epochs: the benchmark's sizes, ``epoch_model``, and
-    ``epoch_batches`` steps per epoch if set."""
-    limit = [] if bc.epoch_batches is None else [f"+trainer.limit_train_batches={bc.epoch_batches}"]
+    ``batches`` steps per epoch (None: a full epoch)."""
+    limit = [] if batches is None else [f"+trainer.limit_train_batches={batches}"]
     return [*base_overrides(bc), f"model={bc.epoch_model}", *limit]
 
 
