@@ -56,7 +56,9 @@ def epoch_overrides(device: torch.device, repeats: int, results_dir: str) -> lis
 def _timed_fit(
     trainer: pl.Trainer, module: pl.LightningModule, datamodule: pl.LightningDataModule
 ) -> tuple[float, int]:
-    """The best epoch of ``trainer.fit`` in seconds, and the steps per epoch."""
+    """The best epoch of ``trainer.fit`` in seconds, and the steps per epoch; compiled
+    from empty caches, as a run is (dynamo's recompile limit)."""
+    torch.compiler.reset()
     device = trainer.strategy.root_device
     timer = EpochTimer(device)
     trainer.callbacks.append(timer)
