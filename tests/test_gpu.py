@@ -118,6 +118,10 @@ def test_the_benchmark_runs_on_the_device(device: str, tmp_path: Path, data_dir:
         (mode, n) for mode in modes for n in (1, 5)
     }
     assert {e["compile"] for e in result["group_epochs"]} == modes
+    # Graphed passes run without CUDA graphs: none on a GPU; on a CPU every one of them.
+    graphed = [r for r in result["replicas"] + result["group_epochs"] if r["compile"]]
+    skips = [r["cudagraph_skips"] for r in graphed]
+    assert all(n == 0 for n in skips) if device == "cuda" else all(n > 0 for n in skips)
     table1 = result["table1"]
     assert set(table1["replicas_h_by_compile"]) == {"false", "reduce-overhead"}
     assert table1["replicas_h"] == min(table1["replicas_h_by_compile"].values()) > 0

@@ -30,6 +30,7 @@ from benchmark.kernels.compiled import (
     begin_graph_step,
     compile_name,
     compile_pass,
+    cudagraph_skips,
 )
 from benchmark.kernels.fused_gaussian import local_reparameterization, shared_weights
 from benchmark.kernels.likelihood import bernoulli_log_likelihood
@@ -52,6 +53,7 @@ __all__ = [
     "bernoulli_log_likelihood",
     "compile_name",
     "compile_pass",
+    "cudagraph_skips",
     "default_chunk_rows",
     "get_mode",
     "local_reparameterization",

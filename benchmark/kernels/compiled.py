@@ -26,9 +26,9 @@ class _NeverRaised(Exception):
     """Stands in for an exception class this torch release does not have."""
 
 
-# torch's compile errors and dispatch-mode check are private APIs: where a release moved or
-# renamed one, compile failures are caught as RuntimeError (the base of dynamo's errors) one
-# call at a time, and no dispatch mode is assumed active.
+# torch's compile errors, dispatch-mode check and counters are private APIs: where a release
+# moved or renamed one, compile failures are caught as RuntimeError (the base of dynamo's
+# errors) one call at a time, no dispatch mode is assumed active, and no count is reported.
 try:
     from torch._dynamo import exc as _dynamo_errors
 except ImportError:  # pragma: no cover - depends on the torch release
@@ -40,6 +40,10 @@ FailOnRecompileLimitHit = getattr(
     "FailOnRecompileLimitHit",
     getattr(_dynamo_errors, "FailOnCacheLimitHit", _NeverRaised),  # its earlier name
 )
+try:
+    from torch._dynamo import utils as _dynamo_utils
+except ImportError:  # pragma: no cover - depends on the torch release
+    _dynamo_utils = None
 try:
     from torch.utils._python_dispatch import is_in_torch_dispatch_mode as _in_dispatch_mode
 except ImportError:  # pragma: no cover - depends on the torch release
@@ -127,6 +131,16 @@ def compile_pass(fn: Callable[..., Any], mode: CompileMode) -> Callable[..., Any
     if mode is False:
         return fn
     return torch.compile(fn, mode="reduce-overhead" if mode == "reduce-overhead" else None)
+
+
+def cudagraph_skips() -> int | None:
+    """How many graphs compiled for CUDA graphs so far run without them (inductor's counter
+    ``cudagraph_skips``; on CPUs every ``reduce-overhead`` graph counts); None where this
+    torch has no such counter. ``TORCH_LOGS=perf_hints`` prints the reasons."""
+    counters = getattr(_dynamo_utils, "counters", None)
+    if counters is None:
+        return None
+    return int(counters["inductor"]["cudagraph_skips"])
 
 
 def begin_graph_step(mode: CompileMode) -> None:

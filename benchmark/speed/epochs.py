@@ -13,6 +13,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from benchmark import kernels
 from benchmark.runs.builders import (
     build_datamodule,
     build_module,
@@ -107,7 +108,9 @@ def measure_group_epoch(
     overrides: Sequence[str], device: torch.device, repeats: int, seeds: int
 ) -> dict[str, Any]:
     """The same for a replica group of ``seeds`` seeds (``hydra/launcher=replicas``'s
-    data module, stacked model and Trainer; no loggers), against bare group steps."""
+    data module, stacked model and Trainer; no loggers), against bare group steps; with
+    ``cudagraph_skips`` under ``compile=reduce-overhead``."""
+    skips = kernels.cudagraph_skips()
     with tempfile.TemporaryDirectory() as tmp:
         base = [*overrides, *epoch_overrides(device, repeats, tmp)]
         cfgs = [compose_config([*base, f"seed={seed}"]) for seed in range(seeds)]
@@ -122,4 +125,11 @@ def measure_group_epoch(
     x = datamodule.members[0].train_data[: cfgs[0].optim.batch_size]
     step = group_train_step(nets, x, nets[0].k, cfgs[0].compile)
     row = _row(epoch_s, n_steps, step, device, repeats)
-    return {"model": cfgs[0].model.name, "replicas": seeds, "compile": cfgs[0].compile, **row}
+    skipped = None if skips is None else kernels.cudagraph_skips() - skips
+    return {
+        "model": cfgs[0].model.name,
+        "replicas": seeds,
+        "compile": cfgs[0].compile,
+        "cudagraph_skips": skipped if cfgs[0].compile == "reduce-overhead" else None,
+        **row,
+    }

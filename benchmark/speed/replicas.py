@@ -38,7 +38,8 @@ def measure_replicas(
     """For every model variant (``build`` makes one model of it on the device) and every
     ``compile`` mode of ``modes``: a run's step and the step of groups of each R in
     ``counts``, all of a variant timed together; ``ratio`` = group step / (R x a run's step
-    in the same mode), the group against its R runs one after another (target <= 1)."""
+    in the same mode), the group against its R runs one after another (target <= 1);
+    ``cudagraph_skips``: the variant's graphed passes that ran without CUDA graphs."""
     rows = []
     for variant, make in build.items():
         if any(modes):  # each variant's graphs from empty caches (dynamo's recompile limit)
@@ -49,7 +50,9 @@ def measure_replicas(
             bound = run_bound(nets[0], mode)
             steps[mode, 0] = train_step(bound, list(nets[0].parameters()), x, k, compile=mode)
             steps.update({(mode, n): group_train_step(nets[:n], x, k, mode) for n in counts})
+        skips = kernels.cudagraph_skips()
         seconds = seconds_per_call_each(steps, x.device, calls, warmup, repeats)
+        skipped = None if skips is None else kernels.cudagraph_skips() - skips
         rows += [
             {
                 "model": variant,
@@ -59,6 +62,7 @@ def measure_replicas(
                 "single_ms": seconds[mode, 0] * 1e3,
                 "replica_steps_per_s": n / seconds[mode, n],
                 "ratio": seconds[mode, n] / (n * seconds[mode, 0]),
+                "cudagraph_skips": skipped if mode == "reduce-overhead" else None,
             }
             for mode in modes
             for n in counts

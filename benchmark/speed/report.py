@@ -346,6 +346,7 @@ def _replica_lines(
             for r in rows
         ],
     )
+    lines += _cudagraph_lines(rows, group_epochs, device)
     for e in group_epochs:
         lines += [
             "",
@@ -408,6 +409,35 @@ def _replica_lines(
         else ""
     )
     return [*lines, "", f"Whole Table 1: {total}{target}."]
+
+
+def _cudagraph_lines(
+    rows: list[dict[str, Any]], group_epochs: list[dict[str, Any]], device: str
+) -> list[str]:
+    """Whether the ``reduce-overhead`` measurements replayed CUDA graphs: inductor's count
+    of graphed passes run without them (one count per model variant, and per group epoch)."""
+    per_variant = {
+        r["model"]: r["cudagraph_skips"] for r in rows if r["compile"] == "reduce-overhead"
+    }
+    counts = [*per_variant.values()]
+    counts += [e["cudagraph_skips"] for e in group_epochs if e["compile"] == "reduce-overhead"]
+    if not counts or any(c is None for c in counts):
+        return []
+    skipped = sum(counts)
+    if not device.startswith("cuda"):
+        text = (
+            f"On a CPU `reduce-overhead` has no CUDA graphs to capture ({skipped} compiled "
+            "passes ran without them): its rows time `compile=true`."
+        )
+    elif skipped == 0:
+        text = "CUDA graphs: inductor captured every `reduce-overhead` pass (no skips)."
+    else:
+        text = (
+            f"CUDA graphs: **inductor ran {skipped} `reduce-overhead` passes without them** "
+            "(`TORCH_LOGS=perf_hints` names the reason), so those rows time compiled passes "
+            "without graph replay."
+        )
+    return ["", text]
 
 
 def _eval_label(row: dict[str, Any]) -> str:

@@ -13,7 +13,7 @@ from benchmark.models.iwae import ImportanceWeightedAutoencoder
 from benchmark.speed import bench as speed
 from benchmark.speed.flops import forward_flops, train_step_flops
 from benchmark.speed.replicas import project_table1
-from benchmark.speed.report import _at_least, _at_most, where_time_goes
+from benchmark.speed.report import _at_least, _at_most, _cudagraph_lines, where_time_goes
 from benchmark.speed.timing import op_name, profile_ops, seconds_per_call, seconds_per_call_each
 
 # D = 12 -> 7 -> 5 -> 2 x 2 encoder, 2 -> 5 -> 7 -> 12 decoder, B = 4, k = 3.
@@ -147,6 +147,8 @@ def test_harness_runs_in_a_tiny_configuration(tmp_path, data_dir, capfd):
     for row in groups:
         assert row["ratio"] == pytest.approx(row["ms"] / (row["replicas"] * row["single_ms"]))
         assert row["replica_steps_per_s"] == pytest.approx(row["replicas"] / row["ms"] * 1e3)
+    assert all(row["cudagraph_skips"] is None for row in groups)  # nothing graphed
+    assert "CUDA graphs:" not in markdown and "no CUDA graphs to capture" not in markdown
     (group_epoch,) = result["group_epochs"]
     assert group_epoch["replicas"] == 5 and group_epoch["compile"] is False
     assert group_epoch["steps"] == 3 and group_epoch["epoch_s"] > 0
@@ -285,6 +287,21 @@ def test_table1_projection_adds_each_path_its_own_lightning_work_and_takes_the_b
     assert table1["replicas_h"] == cell["replicas_h"]["reduce-overhead"]
     assert table1["group_lightning_ms_per_step"] == {"false": 6.0, "reduce-overhead": 0.0}
     assert project_table1(rows, epoch, [], evals, {"mnist": (1000, 100)}) is None
+
+
+def test_the_report_says_whether_graphed_passes_replayed_cuda_graphs():
+    rows = [
+        {"model": m, "compile": c, "cudagraph_skips": n}
+        for m, c, n in (("iwae", False, None), ("iwae", "reduce-overhead", 0))
+    ]
+    epochs = [{"compile": "reduce-overhead", "cudagraph_skips": 2}]
+    assert (
+        "inductor ran 2 `reduce-overhead` passes without them"
+        in _cudagraph_lines(rows, epochs, "cuda:0")[1]
+    )
+    assert "no skips" in _cudagraph_lines(rows, [], "cuda:0")[1]
+    assert "On a CPU" in _cudagraph_lines(rows, epochs, "cpu")[1]
+    assert _cudagraph_lines(rows[:1], [], "cuda:0") == []  # nothing graphed was measured
 
 
 def test_gpu_reports_are_written_beside_the_cpu_ones() -> None:
