@@ -18,8 +18,10 @@ Measures, in one process so every ratio compares numbers of the same run:
    (:mod:`benchmark.speed.replicas`, :mod:`benchmark.speed.epochs`);
 
 and profiles each measured path to name the ops its time goes to. Writes ``bench.json`` and
-``bench.md`` (:mod:`benchmark.speed.report`) to ``out``. Options are the fields of
-:class:`BenchConfig`, e.g. ``python -m benchmark.speed device=cuda compile=false``.
+``bench.md`` (:mod:`benchmark.speed.report`) to ``out`` (``bench_cuda.*`` on GPUs); stopped
+by SIGTERM (``timeout``, a job's time limit), it writes the measurements it finished to
+``bench.partial.json``. Options are the fields of :class:`BenchConfig`, e.g.
+``python -m benchmark.speed device=cuda compile=false``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import json
 import math
 import os
 import platform
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -535,11 +538,20 @@ def progress(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
-def run_benchmark(bc: BenchConfig) -> dict[str, Any]:
-    """Every measurement of the module docstring; the returned dict is ``bench.json``."""
+def run_benchmark(bc: BenchConfig, result: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every measurement of the module docstring into ``result`` (a new dict if None), each
+    as it finishes; the returned dict is ``bench.json``."""
+    result = {} if result is None else result
     if bc.threads:
         torch.set_num_threads(bc.threads)
     device = resolve_device(bc.device)
+    result.update(
+        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        config=OmegaConf.to_container(OmegaConf.structured(bc)),
+        machine=machine(device),
+        versions=package_versions(),
+        git=git_state(),
+    )
     torch.manual_seed(0)
     models = {variant: build_model(bc, variant, device) for variant in VARIANTS}
     images = mnist_test_images(bc, device)
@@ -547,22 +559,13 @@ def run_benchmark(bc: BenchConfig) -> dict[str, Any]:
     eval_data = images[: bc.eval_points]
     shapes = matmul_shapes(list(models.values()), bc.batch, bc.k)
     progress(f"peak matmul rate on {device} over {len(shapes)} product shapes")
-    matmul = peak_matmul(shapes, bc, device)
-    peak = matmul["peak_gflops"]
-    noise = measure_noise_rate(normals_drawn(models["iwaer (local)"], bc.batch, bc.k), bc, device)
+    result["matmul"] = peak_matmul(shapes, bc, device)
+    peak = result["matmul"]["peak_gflops"]
+    iwaer = models["iwaer (local)"]
+    result["noise"] = measure_noise_rate(normals_drawn(iwaer, bc.batch, bc.k), bc, device)
     progress(f"training steps: {', '.join(VARIANTS)} and the straightforward references")
     steps, references = measure_steps(models, x, bc, peak)
-    result: dict[str, Any] = {
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "config": OmegaConf.to_container(OmegaConf.structured(bc)),
-        "machine": machine(device),
-        "versions": package_versions(),
-        "git": git_state(),
-        "matmul": matmul,
-        "noise": noise,
-        "train_steps": steps,
-        "references": references,
-    }
+    result.update(train_steps=steps, references=references)
     progress(f"{bc.repeats} Lightning epochs of {bc.epoch_model}")
     result["lightning_epoch"] = {
         **measure_lightning_epoch(epoch_config(bc, bc.epoch_batches), device, bc.repeats),
@@ -570,17 +573,6 @@ def run_benchmark(bc: BenchConfig) -> dict[str, Any]:
     }
     progress(f"evaluation, S = {bc.eval_samples}, {eval_data.shape[0]} points")
     result["eval"] = measure_eval(models, eval_data, bc, peak)
-    result.update(bf16=[], compile=[], eval_compiled=[])  # filled only if measured
-    if bc.bf16:
-        progress("training steps under bf16 autocast")
-        result["bf16"] = measure_alternative(models, steps, x, bc, bf16_autocast)
-    if bc.compile:
-        progress("training steps and evaluation under torch.compile")
-        result["compile"] = measure_alternative(models, steps, x, bc, compiled)
-        result["eval_compiled"] = measure_eval(models, eval_data, bc, peak, compile=True)
-    result["projection"] = project_paper_runs(
-        steps, result["lightning_epoch"], result["eval"], result["compile"], result["eval_compiled"]
-    )
     gpu = device.type == "cuda"
     counts = bc.replicas or ([1, TABLE1_SEEDS, 30] if gpu else [1, TABLE1_SEEDS])
     modes: list[kernels.CompileMode] = [False]
@@ -615,6 +607,18 @@ def run_benchmark(bc: BenchConfig) -> dict[str, Any]:
         result["eval"],
         PAPER_DATASETS,
     )
+    # The alternatives last: a benchmark stopped by its time limit keeps the replica groups.
+    result.update(bf16=[], compile=[], eval_compiled=[])  # filled only if measured
+    if bc.bf16:
+        progress("training steps under bf16 autocast")
+        result["bf16"] = measure_alternative(models, steps, x, bc, bf16_autocast)
+    if bc.compile:
+        progress("training steps and evaluation under torch.compile")
+        result["compile"] = measure_alternative(models, steps, x, bc, compiled)
+        result["eval_compiled"] = measure_eval(models, eval_data, bc, peak, compile=True)
+    result["projection"] = project_paper_runs(
+        steps, result["lightning_epoch"], result["eval"], result["compile"], result["eval_compiled"]
+    )
     return result
 
 
@@ -630,13 +634,32 @@ def output_stem(device: torch.device) -> str:
     return "bench_cuda" if device.type == "cuda" else "bench"
 
 
+class BenchmarkStopped(Exception):
+    """SIGTERM (``timeout``, a scheduler's time limit) arrived during the measurements."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise BenchmarkStopped
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     bc = parse_args(sys.argv[1:] if argv is None else argv)
     kernels.retain_freed_memory()  # as run.py's runs do
-    result = run_benchmark(bc)
     out = Path(bc.out)
-    out.mkdir(parents=True, exist_ok=True)
     stem = output_stem(resolve_device(bc.device))
+    result: dict[str, Any] = {}
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        run_benchmark(bc, result)
+    except BenchmarkStopped:
+        out.mkdir(parents=True, exist_ok=True)
+        partial = out / f"{stem}.partial.json"
+        partial.write_text(json.dumps(result, indent=2) + "\n")
+        message = f"stopped by SIGTERM: the measurements finished so far are in {partial}"
+        raise SystemExit(message) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / f"{stem}.md").write_text(render_markdown(result))
     print((out / f"{stem}.md").read_text())

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import pytest
 import torch
@@ -302,6 +304,26 @@ def test_the_report_says_whether_graphed_passes_replayed_cuda_graphs():
     assert "no skips" in _cudagraph_lines(rows, [], "cuda:0")[1]
     assert "On a CPU" in _cudagraph_lines(rows, epochs, "cpu")[1]
     assert _cudagraph_lines(rows[:1], [], "cuda:0") == []  # nothing graphed was measured
+
+
+def test_a_benchmark_stopped_by_sigterm_keeps_what_it_measured(tmp_path, data_dir, monkeypatch):
+    """``timeout`` or a scheduler's limit sends SIGTERM: the finished measurements are kept
+    in ``bench.partial.json`` (no report is made of a part), and the handler is restored."""
+
+    def stopped_during_the_evaluation(*args: object, **kwargs: object) -> list:
+        os.kill(os.getpid(), signal.SIGTERM)
+        return []
+
+    monkeypatch.setattr(speed, "measure_eval", stopped_during_the_evaluation)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit, match="stopped by SIGTERM"):
+        speed.main([*TINY, f"out={tmp_path}", f"data_dir={data_dir}"])
+    partial = json.loads((tmp_path / "bench.partial.json").read_text())
+    assert {row["model"] for row in partial["train_steps"]} == set(speed.VARIANTS)
+    assert partial["lightning_epoch"]["steps"] == 3 and partial["git"]["commit"]
+    assert "eval" not in partial and "replicas" not in partial
+    assert not (tmp_path / "bench.json").exists() and not (tmp_path / "bench.md").exists()
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_gpu_reports_are_written_beside_the_cpu_ones() -> None:
