@@ -579,7 +579,7 @@ def run_benchmark(bc: BenchConfig, result: dict[str, Any] | None = None) -> dict
     if bc.replica_graphs or (bc.replica_graphs is None and gpu):
         modes.append("reduce-overhead")
     progress(f"replica groups of {counts} against runs alone, compile={modes}")
-    result["replicas"] = measure_replicas(
+    measure_replicas(  # into the result as each model variant finishes
         {v: lambda v=v: build_model(bc, v, device) for v in PRECISION_VARIANTS},
         x,
         bc.k,
@@ -588,18 +588,19 @@ def run_benchmark(bc: BenchConfig, result: dict[str, Any] | None = None) -> dict
         calls=bc.steps,
         warmup=bc.warmup,
         repeats=bc.repeats,
+        rows=result.setdefault("replicas", []),
     )
     group_batches = min(bc.group_epoch_batches, bc.epoch_batches or bc.group_epoch_batches)
     progress(f"Lightning epochs of {bc.epoch_model} as groups of {TABLE1_SEEDS} replicas")
-    result["group_epochs"] = [
-        measure_group_epoch(
-            [*epoch_config(bc, group_batches), f"compile={kernels.compile_name(mode)}"],
-            device,
-            bc.repeats,
-            TABLE1_SEEDS,
+    for mode in modes:
+        result.setdefault("group_epochs", []).append(
+            measure_group_epoch(
+                [*epoch_config(bc, group_batches), f"compile={kernels.compile_name(mode)}"],
+                device,
+                bc.repeats,
+                TABLE1_SEEDS,
+            )
         )
-        for mode in modes
-    ]
     result["table1"] = project_table1(
         result["replicas"],
         result["lightning_epoch"],
@@ -638,8 +639,33 @@ class BenchmarkStopped(Exception):
     """SIGTERM (``timeout``, a scheduler's time limit) arrived during the measurements."""
 
 
-def _stop(signum: int, frame: object) -> None:
-    raise BenchmarkStopped
+class SaveOnSigterm:
+    """While active, SIGTERM writes the measurements finished so far (``result``) to
+    ``path`` at once and raises :class:`BenchmarkStopped`, and again every second (with the
+    file rewritten) until it propagates: code it lands in may wrap it (dynamo mid-compile)
+    or swallow it (an eager fallback)."""
+
+    def __init__(self, result: dict[str, Any], path: Path) -> None:
+        self.result, self.path, self.stopped = result, path, False
+
+    def __enter__(self) -> SaveOnSigterm:
+        self.previous = {
+            sig: signal.signal(sig, self._stop) for sig in (signal.SIGTERM, signal.SIGALRM)
+        }
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _stop(self, signum: int, frame: object) -> None:
+        if not self.stopped:
+            self.stopped = True
+            signal.setitimer(signal.ITIMER_REAL, 1.0, 1.0)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(self.result, indent=2) + "\n")
+        raise BenchmarkStopped
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -648,17 +674,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     out = Path(bc.out)
     stem = output_stem(resolve_device(bc.device))
     result: dict[str, Any] = {}
-    previous = signal.signal(signal.SIGTERM, _stop)
+    partial = out / f"{stem}.partial.json"
+    guard = SaveOnSigterm(result, partial)
     try:
-        run_benchmark(bc, result)
-    except BenchmarkStopped:
-        out.mkdir(parents=True, exist_ok=True)
-        partial = out / f"{stem}.partial.json"
-        partial.write_text(json.dumps(result, indent=2) + "\n")
-        message = f"stopped by SIGTERM: the measurements finished so far are in {partial}"
-        raise SystemExit(message) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        with guard:
+            run_benchmark(bc, result)
+    except BaseException:
+        if guard.stopped:
+            message = f"stopped by SIGTERM: the measurements finished so far are in {partial}"
+            raise SystemExit(message) from None
+        raise
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / f"{stem}.md").write_text(render_markdown(result))

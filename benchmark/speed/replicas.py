@@ -34,13 +34,15 @@ def measure_replicas(
     calls: int,
     warmup: int,
     repeats: int,
+    rows: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """For every model variant (``build`` makes one model of it on the device) and every
     ``compile`` mode of ``modes``: a run's step and the step of groups of each R in
     ``counts``, all of a variant timed together; ``ratio`` = group step / (R x a run's step
     in the same mode), the group against its R runs one after another (target <= 1);
-    ``cudagraph_skips``: the variant's graphed passes that ran without CUDA graphs."""
-    rows = []
+    ``cudagraph_skips``: the variant's graphed passes that ran without CUDA graphs. The rows
+    are appended to ``rows`` (a new list if None) as each variant finishes."""
+    rows = [] if rows is None else rows
     for variant, make in build.items():
         if any(modes):  # each variant's graphs from empty caches (dynamo's recompile limit)
             torch.compiler.reset()

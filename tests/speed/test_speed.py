@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 
 import pytest
 import torch
@@ -306,24 +307,36 @@ def test_the_report_says_whether_graphed_passes_replayed_cuda_graphs():
     assert _cudagraph_lines(rows[:1], [], "cuda:0") == []  # nothing graphed was measured
 
 
-def test_a_benchmark_stopped_by_sigterm_keeps_what_it_measured(tmp_path, data_dir, monkeypatch):
+@pytest.mark.parametrize("landing", ["raised", "wrapped", "swallowed"])
+def test_a_benchmark_stopped_by_sigterm_keeps_what_it_measured(
+    tmp_path, data_dir, monkeypatch, landing
+):
     """``timeout`` or a scheduler's limit sends SIGTERM: the finished measurements are kept
-    in ``bench.partial.json`` (no report is made of a part), and the handler is restored."""
+    in ``bench.partial.json`` (no report is made of a part), also when the code it lands in
+    wraps the exception (as dynamo does mid-compile) or swallows it (an eager fallback: it is
+    raised again a second later), and the handlers are restored."""
 
-    def stopped_during_the_evaluation(*args: object, **kwargs: object) -> list:
-        os.kill(os.getpid(), signal.SIGTERM)
-        return []
+    def stopped_while_timing_the_noise(*args: object, **kwargs: object) -> dict:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+        except speed.BenchmarkStopped as err:
+            if landing == "wrapped":
+                raise RuntimeError("an internal compiler error") from err
+            if landing == "raised":
+                raise
+        time.sleep(5)  # swallowed: the next raise lands here
+        raise AssertionError("the stop was not raised again")
 
-    monkeypatch.setattr(speed, "measure_eval", stopped_during_the_evaluation)
-    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(speed, "measure_noise_rate", stopped_while_timing_the_noise)
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGALRM)
     with pytest.raises(SystemExit, match="stopped by SIGTERM"):
         speed.main([*TINY, f"out={tmp_path}", f"data_dir={data_dir}"])
     partial = json.loads((tmp_path / "bench.partial.json").read_text())
-    assert {row["model"] for row in partial["train_steps"]} == set(speed.VARIANTS)
-    assert partial["lightning_epoch"]["steps"] == 3 and partial["git"]["commit"]
-    assert "eval" not in partial and "replicas" not in partial
+    assert partial["matmul"]["peak_gflops"] > 0 and partial["git"]["commit"]
+    assert "noise" not in partial and "train_steps" not in partial
     assert not (tmp_path / "bench.json").exists() and not (tmp_path / "bench.md").exists()
-    assert signal.getsignal(signal.SIGTERM) is before
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGALRM)) == before
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
 
 
 def test_gpu_reports_are_written_beside_the_cpu_ones() -> None:
