@@ -16,7 +16,12 @@ from pytorch_lightning.loggers import Logger
 
 from benchmark.models.base import ImportanceWeightedModel
 from benchmark.runs.wandb_logging import wandb_wanted
-from benchmark.training.callbacks import ImageGrids, TestLogLikelihoodMonitor, WeightStdMonitor
+from benchmark.training.callbacks import (
+    CudaGraphCheck,
+    ImageGrids,
+    TestLogLikelihoodMonitor,
+    WeightStdMonitor,
+)
 from benchmark.training.checkpointing import AtomicCheckpointIO, ReplicaCheckpointIO
 from benchmark.training.module import ImportanceWeightedLitModule
 from benchmark.training.replicas import ReplicaLitModule
@@ -150,6 +155,8 @@ def _trainer(
     callbacks: list[pl.Callback],
     checkpoint_io: AtomicCheckpointIO,
 ) -> pl.Trainer:
+    if cfg.compile == "reduce-overhead":
+        callbacks = [*callbacks, CudaGraphCheck()]
     every = cfg.eval.test_bound_every_n_epochs
     val_batches = math.ceil(cfg.eval.test_bound_points / cfg.optim.batch_size) if every else 0
     return instantiate(

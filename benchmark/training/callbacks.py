@@ -1,8 +1,9 @@
 """Lightning callbacks: weight-std statistics, the test log-likelihood monitored during training,
-and image grids of samples and reconstructions."""
+image grids of samples and reconstructions, and a check that CUDA graphs are replayed."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,12 @@ from pytorch_lightning.loggers import Logger, WandbLogger
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
+from benchmark import kernels
 from benchmark.evaluation.estimator import estimate_log_likelihood
 from benchmark.models.base import ImportanceWeightedModel
 from benchmark.randomness.seeding import make_generator
+
+log = logging.getLogger(__name__)
 
 
 def weight_std_stats(net: ImportanceWeightedModel) -> dict[str, Tensor]:
@@ -111,3 +115,28 @@ class ImageGrids(pl.Callback):
             if isinstance(logger, WandbLogger):
                 for name, grid in grids.items():
                     logger.log_image(key=f"images/{name}", images=[grid.cpu()])
+
+
+class CudaGraphCheck(pl.Callback):
+    """Under ``compile=reduce-overhead`` on a GPU: one warning after the first epoch if
+    inductor ran passes of this fit without CUDA graphs (compiled, but launched op by op),
+    saying how to see why. Silent on CPUs, which have no CUDA graphs."""
+
+    def __init__(self) -> None:
+        self.start: int | None = None
+        self.checked = False
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.start = kernels.cudagraph_skips()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.checked or self.start is None or trainer.strategy.root_device.type != "cuda":
+            return
+        self.checked = True
+        skipped = kernels.cudagraph_skips() - self.start
+        if skipped:
+            log.warning(
+                "compile=reduce-overhead: %d compiled passes ran without CUDA graphs, so "
+                "training is slower than it could be; TORCH_LOGS=perf_hints prints why.",
+                skipped,
+            )
