@@ -136,7 +136,8 @@ def compile_pass(fn: Callable[..., Any], mode: CompileMode) -> Callable[..., Any
 def cudagraph_skips() -> int | None:
     """How many graphs compiled for CUDA graphs so far run without them (inductor's counter
     ``cudagraph_skips``; on CPUs every ``reduce-overhead`` graph counts); None where this
-    torch has no such counter. ``TORCH_LOGS=perf_hints`` prints the reasons."""
+    torch has no dynamo counters (a release that kept them but no longer counts skips would
+    read 0). ``TORCH_LOGS=perf_hints`` prints the reasons."""
     counters = getattr(_dynamo_utils, "counters", None)
     if counters is None:
         return None

@@ -20,7 +20,7 @@ Measures, in one process so every ratio compares numbers of the same run:
 and profiles each measured path to name the ops its time goes to. Writes ``bench.json`` and
 ``bench.md`` (:mod:`benchmark.speed.report`) to ``out`` (``bench_cuda.*`` on GPUs); stopped
 by SIGTERM (``timeout``, a job's time limit), it writes the measurements it finished to
-``bench.partial.json``. Options are the fields of :class:`BenchConfig`, e.g.
+``bench[_cuda].partial.json``. Options are the fields of :class:`BenchConfig`, e.g.
 ``python -m benchmark.speed device=cuda compile=false``.
 """
 
@@ -649,20 +649,25 @@ class SaveOnSigterm:
         self.result, self.path, self.stopped = result, path, False
 
     def __enter__(self) -> SaveOnSigterm:
-        self.previous = {
-            sig: signal.signal(sig, self._stop) for sig in (signal.SIGTERM, signal.SIGALRM)
-        }
+        self.previous_term = signal.signal(signal.SIGTERM, self._stop)
+        self.previous_alarm = signal.signal(signal.SIGALRM, self._again)
+        self.previous_timer = signal.getitimer(signal.ITIMER_REAL)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
+        signal.signal(signal.SIGTERM, self.previous_term)
+        signal.setitimer(signal.ITIMER_REAL, *self.previous_timer)
+        signal.signal(signal.SIGALRM, self.previous_alarm)
 
     def _stop(self, signum: int, frame: object) -> None:
         if not self.stopped:
             self.stopped = True
             signal.setitimer(signal.ITIMER_REAL, 1.0, 1.0)
+        self._again(signum, frame)
+
+    def _again(self, signum: int, frame: object) -> None:
+        if not self.stopped:  # an alarm of someone else's
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text(json.dumps(self.result, indent=2) + "\n")
         raise BenchmarkStopped
@@ -676,14 +681,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     result: dict[str, Any] = {}
     partial = out / f"{stem}.partial.json"
     guard = SaveOnSigterm(result, partial)
+    message = f"stopped by SIGTERM: the measurements finished so far are in {partial}"
     try:
         with guard:
             run_benchmark(bc, result)
     except BaseException:
         if guard.stopped:
-            message = f"stopped by SIGTERM: the measurements finished so far are in {partial}"
             raise SystemExit(message) from None
         raise
+    if guard.stopped:  # swallowed, and finished before it was raised again
+        raise SystemExit(message)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / f"{stem}.md").write_text(render_markdown(result))

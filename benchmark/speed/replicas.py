@@ -84,7 +84,8 @@ def project_table1(
     group of replicas in each measured ``compile`` mode (its step measured at R =
     :data:`TABLE1_SEEDS`). Every step adds the Lightning work per step measured on an epoch
     (at least 0): a run's for the runs, a group's (in that mode) for the groups; evaluation at
-    the measured rate, one run after another. None if R = 5 was not measured."""
+    the measured rate, one run after another. Modes whose group epoch was not measured are
+    left out; None if R = 5 or the eager mode (of the groups and their epoch) is missing."""
     cfg = compose_config(["experiment=paper"])
     epochs, samples, batch = cfg.trainer.max_epochs, cfg.eval.n_samples, cfg.optim.batch_size
     group_overhead = {e["compile"]: max(0.0, e["overhead_ms"]) for e in group_epochs}

@@ -96,7 +96,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"{mach.get('gpu') or mach.get('cpu') or mach['processor']}"
         f" ({mach['device']}, {mach['torch_threads']} torch threads, {mach['cpu_count']} cores"
         f" available), torch {result['versions']['torch']}, commit "
-        f"{(git['commit'] or 'unknown')[:10]}{' (dirty)' if git['dirty'] else ''},"
+        f"{(git['commit'] or 'unknown')[:10]}{_tree_state(git)},"
         f" {result['created']}. Batch {cfg['batch']}, k = {cfg['k']}, hidden {cfg['hidden']},"
         f" latent {cfg['latent']}, D = 784, fp32. Every ratio compares times of this run.",
         "",
@@ -438,6 +438,12 @@ def _cudagraph_lines(
             "without graph replay."
         )
     return ["", text]
+
+
+def _tree_state(git: dict[str, Any]) -> str:
+    if git.get("commit_from"):
+        return f" (from ${git['commit_from']}: uncommitted changes unknown)"
+    return " (dirty)" if git["dirty"] else ""
 
 
 def _eval_label(row: dict[str, Any]) -> str:

@@ -155,7 +155,6 @@ def test_harness_runs_in_a_tiny_configuration(tmp_path, data_dir, capfd):
     (group_epoch,) = result["group_epochs"]
     assert group_epoch["replicas"] == 5 and group_epoch["compile"] is False
     assert group_epoch["steps"] == 3 and group_epoch["epoch_s"] > 0
-    assert group_epoch["ratio"] == pytest.approx(group_epoch["epoch_s"] / group_epoch["steps_s"])
     table1 = result["table1"]
     assert len(table1["cells"]) == 6 and table1["seeds"] == 5
     assert table1["lightning_ms_per_step"] >= 0
@@ -316,6 +315,8 @@ def test_a_benchmark_stopped_by_sigterm_keeps_what_it_measured(
     wraps the exception (as dynamo does mid-compile) or swallows it (an eager fallback: it is
     raised again a second later), and the handlers are restored."""
 
+    raised_again = []
+
     def stopped_while_timing_the_noise(*args: object, **kwargs: object) -> dict:
         try:
             os.kill(os.getpid(), signal.SIGTERM)
@@ -324,8 +325,12 @@ def test_a_benchmark_stopped_by_sigterm_keeps_what_it_measured(
                 raise RuntimeError("an internal compiler error") from err
             if landing == "raised":
                 raise
-        time.sleep(5)  # swallowed: the next raise lands here
-        raise AssertionError("the stop was not raised again")
+        try:
+            time.sleep(5)  # swallowed: the next raise lands here
+        except speed.BenchmarkStopped:
+            raised_again.append(True)
+            raise
+        return {}
 
     monkeypatch.setattr(speed, "measure_noise_rate", stopped_while_timing_the_noise)
     before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGALRM)
@@ -335,6 +340,7 @@ def test_a_benchmark_stopped_by_sigterm_keeps_what_it_measured(
     assert partial["matmul"]["peak_gflops"] > 0 and partial["git"]["commit"]
     assert "noise" not in partial and "train_steps" not in partial
     assert not (tmp_path / "bench.json").exists() and not (tmp_path / "bench.md").exists()
+    assert raised_again == ([True] if landing == "swallowed" else [])
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGALRM)) == before
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
 
