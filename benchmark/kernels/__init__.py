@@ -31,6 +31,7 @@ from benchmark.kernels.compiled import (
     compile_name,
     compile_pass,
     cudagraph_skips,
+    fresh_compile_caches,
 )
 from benchmark.kernels.fused_gaussian import local_reparameterization, shared_weights
 from benchmark.kernels.likelihood import bernoulli_log_likelihood
@@ -55,6 +56,7 @@ __all__ = [
     "compile_pass",
     "cudagraph_skips",
     "default_chunk_rows",
+    "fresh_compile_caches",
     "get_mode",
     "local_reparameterization",
     "log_sigmoid",

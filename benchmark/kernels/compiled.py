@@ -133,6 +133,13 @@ def compile_pass(fn: Callable[..., Any], mode: CompileMode) -> Callable[..., Any
     return torch.compile(fn, mode="reduce-overhead" if mode == "reduce-overhead" else None)
 
 
+def fresh_compile_caches() -> None:
+    """Forget every compiled graph. Models share their pass's code object, and torch.compile
+    runs a function eagerly after a few recompilations of one code object: so each run of a
+    one-process sweep, and each measured model, compiles from empty caches."""
+    torch.compiler.reset()
+
+
 def cudagraph_skips() -> int | None:
     """How many graphs compiled for CUDA graphs so far run without them (inductor's counter
     ``cudagraph_skips``; on CPUs every ``reduce-overhead`` graph counts); None where this

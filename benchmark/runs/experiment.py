@@ -144,10 +144,8 @@ def prepare_process(cfg: DictConfig) -> None:
     apply_job_resources(cfg)
     if kernels.get_mode() == "auto":
         kernels.retain_freed_memory()
-    if cfg.compile:
-        # A sweep's runs share one process (Hydra's basic launcher), and torch.compile runs a
-        # function eagerly after a few recompilations: each run compiles from empty caches.
-        torch.compiler.reset()
+    if cfg.compile:  # a sweep's runs share one process (Hydra's basic launcher)
+        kernels.fresh_compile_caches()
     pl.seed_everything(cfg.seed, workers=False, verbose=False)
 
 

@@ -358,7 +358,7 @@ def measure_eval(
     for variant in PRECISION_VARIANTS:
         model = models[variant]
         if compile:
-            fresh_compile_caches()
+            kernels.fresh_compile_caches()
         evaluate(model, one_batch)  # warm-up (and compilation)
         with PeakMemory(device) as memory:
             evaluate(model, data)
@@ -422,16 +422,9 @@ def bf16_autocast(model: ImportanceWeightedModel) -> BoundFn:
 
 def compiled(model: ImportanceWeightedModel) -> BoundFn:
     """The model's bound with the random-free part under ``torch.compile`` (as ``compile=true``),
-    from empty compile caches (:func:`fresh_compile_caches`)."""
-    fresh_compile_caches()
+    from empty compile caches (:func:`~benchmark.kernels.fresh_compile_caches`)."""
+    kernels.fresh_compile_caches()
     return run_bound(model, True)
-
-
-def fresh_compile_caches() -> None:
-    """Forget earlier compiled graphs. The models share ``log_weights_with_noise``'s code, and
-    torch.compile falls back to eager after a few recompilations of one code object, so
-    without this the later models of a run would be measured uncompiled."""
-    torch.compiler.reset()
 
 
 def measure_alternative(

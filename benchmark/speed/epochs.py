@@ -45,9 +45,11 @@ class EpochTimer(pl.Callback):
 def epoch_overrides(device: torch.device, repeats: int, results_dir: str) -> list[str]:
     """``run.py``'s Trainer on ``device`` for ``repeats`` epochs, without the progress bar
     or the test bound."""
+    gpu = device.type == "cuda"
     return [
         f"trainer.max_epochs={repeats}",
-        f"trainer.accelerator={'gpu' if device.type == 'cuda' else 'cpu'}",
+        f"trainer.accelerator={'gpu' if gpu else 'cpu'}",
+        f"trainer.devices={[device.index or 0] if gpu else 1}",
         "trainer.enable_progress_bar=false",
         "eval.test_bound_every_n_epochs=0",
         f"results_dir={results_dir}",
@@ -58,8 +60,8 @@ def _timed_fit(
     trainer: pl.Trainer, module: pl.LightningModule, datamodule: pl.LightningDataModule
 ) -> tuple[float, int]:
     """The best epoch of ``trainer.fit`` in seconds, and the steps per epoch; compiled
-    from empty caches, as a run is (dynamo's recompile limit)."""
-    torch.compiler.reset()
+    from empty caches, as a run is."""
+    kernels.fresh_compile_caches()
     device = trainer.strategy.root_device
     timer = EpochTimer(device)
     trainer.callbacks.append(timer)
@@ -93,7 +95,6 @@ def measure_lightning_epoch(
     batch; the best of ``repeats`` epochs against the best of ``repeats`` rounds."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose_config([*overrides, *epoch_overrides(device, repeats, tmp)])
-        cfg.trainer.devices = [device.index or 0] if device.type == "cuda" else 1
         datamodule = build_datamodule(cfg)
         module = build_module(cfg, datamodule.x_dim)
         epoch_s, n_steps = _timed_fit(build_trainer(cfg), module, datamodule)
@@ -114,8 +115,6 @@ def measure_group_epoch(
     with tempfile.TemporaryDirectory() as tmp:
         base = [*overrides, *epoch_overrides(device, repeats, tmp)]
         cfgs = [compose_config([*base, f"seed={seed}"]) for seed in range(seeds)]
-        for cfg in cfgs:
-            cfg.trainer.devices = [device.index or 0] if device.type == "cuda" else 1
         datamodule = build_replica_datamodule(cfgs)
         module = build_replica_module(cfgs, datamodule.x_dim)
         run_dirs = [Path(tmp) / f"seed_{seed}" for seed in range(seeds)]

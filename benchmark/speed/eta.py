@@ -97,8 +97,8 @@ def time_cell(cfg: DictConfig, replicas: int = 1) -> tuple[float, float]:
     batch = cfg.optim.batch_size
     x = torch.rand(batch, datamodule.x_dim, device=device).bernoulli()
     generator = torch.Generator(device=device).manual_seed(0)
-    if cfg.compile:  # from empty caches, as each run compiles (dynamo's recompile limit)
-        torch.compiler.reset()
+    if cfg.compile:  # as each run compiles
+        kernels.fresh_compile_caches()
     step = (
         train_step(
             run_bound(net, cfg.compile), list(net.parameters()), x, net.k, compile=cfg.compile

@@ -44,8 +44,8 @@ def measure_replicas(
     are appended to ``rows`` (a new list if None) as each variant finishes."""
     rows = [] if rows is None else rows
     for variant, make in build.items():
-        if any(modes):  # each variant's graphs from empty caches (dynamo's recompile limit)
-            torch.compiler.reset()
+        if any(modes):
+            kernels.fresh_compile_caches()
         nets = [make() for _ in range(max(counts))]
         steps: dict[tuple[kernels.CompileMode, int], Callable[[], None]] = {}
         for mode in modes:
