@@ -34,6 +34,8 @@ import torch
 from scipy import stats
 from torch import Tensor
 
+from benchmark.table.seed_stats import mean_and_se
+
 log = logging.getLogger(__name__)
 
 PER_POINT_FILE = "test_ll_per_point.pt"  # written by benchmark.runs.experiment
@@ -91,15 +93,12 @@ class Cell:
 
     @property
     def mean(self) -> float:
-        return sum(self.values) / self.n
+        return mean_and_se(self.values)[0]
 
     @property
     def se(self) -> float | None:
         """Sample standard deviation (ddof = 1) over seeds divided by sqrt(n)."""
-        if self.n < 2:
-            return None
-        var = sum((v - self.mean) ** 2 for v in self.values) / (self.n - 1)
-        return math.sqrt(var / self.n)
+        return mean_and_se(self.values)[1]
 
     @property
     def complete(self) -> bool:

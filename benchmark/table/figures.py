@@ -14,6 +14,7 @@ import matplotlib.image as mpimg
 import matplotlib.pyplot as plt
 
 from benchmark.runs.metrics_log import metric_curve
+from benchmark.table.seed_stats import mean_and_se
 
 if TYPE_CHECKING:
     from benchmark.table.aggregate import Cell
@@ -79,11 +80,9 @@ def _mean_band(
     epochs = sorted(by_epoch)
     means, ses = [], []
     for e in epochs:
-        vals = by_epoch[e]
-        m = sum(vals) / len(vals)
-        var = sum((v - m) ** 2 for v in vals) / (len(vals) - 1) if len(vals) > 1 else 0.0
+        m, se = mean_and_se(by_epoch[e])
         means.append(m)
-        ses.append(math.sqrt(var / len(vals)))
+        ses.append(se or 0.0)
     return epochs, means, ses
 
 

@@ -39,6 +39,7 @@ from benchmark.table.aggregate import (
     paired_difference,
 )
 from benchmark.table.figures import plot_band
+from benchmark.table.seed_stats import mean_and_se
 
 MONITOR = "test/ll_monitor"
 
@@ -51,12 +52,7 @@ class MeanSE:
 
     @classmethod
     def of(cls, values: list[float]) -> MeanSE:
-        n = len(values)
-        mean = sum(values) / n
-        if n < 2:
-            return cls(mean, None, n)
-        var = sum((v - mean) ** 2 for v in values) / (n - 1)
-        return cls(mean, math.sqrt(var / n), n)
+        return cls(*mean_and_se(values), len(values))
 
     def __str__(self) -> str:
         return f"{self.mean:.2f}" if self.se is None else f"{self.mean:.2f} ± {self.se:.2f}"
