@@ -42,7 +42,10 @@ class _Tanh(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
-        y = torch.sigmoid(2.0 * x).mul_(2.0).sub_(1.0)
+        s = torch.sigmoid(2.0 * x)
+        # Under torch.compile out of place (inductor fuses it either way): torch 2.11's dynamo
+        # gives a zero gradient through an autograd Function whose output was written in place.
+        y = s * 2.0 - 1.0 if torch.compiler.is_compiling() else s.mul_(2.0).sub_(1.0)
         ctx.save_for_backward(y)
         return y
 

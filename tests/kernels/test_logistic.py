@@ -95,3 +95,18 @@ def test_tanh_is_accurate_with_the_tanh_gradient() -> None:
     tanh(x64).sum().backward()
     torch.testing.assert_close(x64.grad, 1 - torch.tanh(x64.detach()).square())
     assert torch.autograd.gradcheck(tanh, (x64[::50].detach().requires_grad_(),))
+
+
+def test_tanh_under_torch_compile_has_the_eager_gradient() -> None:
+    """Traced by dynamo, whose autograd-Function support in torch 2.11 lost the gradient of a
+    Function whose output was written in place (pytorch/pytorch#180642)."""
+    x = torch.randn(6, 5, generator=torch.Generator().manual_seed(0))
+    w = torch.randn(5, 4, generator=torch.Generator().manual_seed(1), requires_grad=True)
+
+    def loss(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return tanh(x @ w).square().sum()
+
+    (eager,) = torch.autograd.grad(loss(x, w), w)
+    (traced,) = torch.autograd.grad(torch.compile(loss, backend="eager")(x, w), w)
+    assert eager.abs().min() > 0
+    torch.testing.assert_close(traced, eager)
