@@ -21,10 +21,14 @@ install: $(STAMP)
 
 # torch and torchvision are pinned to the builds the project is tested with; they are
 # installed first, on their own, so pip resolves them from the local wheel cache when present.
+# Another release in pyproject's range, in a venv of its own (the GPU machine's, say):
+# make test VENV=.venv-torch2.11 TORCH=2.11.0 TORCHVISION=0.26.0 PYTHON=python3.12
+TORCH ?= 2.14.1
+TORCHVISION ?= 0.29.1
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install --quiet torch==$(TORCH) torchvision==$(TORCHVISION)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
