@@ -9,8 +9,8 @@ from collections.abc import Sequence
 def mean_and_se(values: Sequence[float]) -> tuple[float, float | None]:
     """``mean = sum(v) / n`` and ``se = sqrt(sum((v - mean)^2) / (n - 1) / n)`` (sample std,
     ddof = 1, over sqrt(n); None for n < 2). Sums are ``math.fsum``, correctly rounded:
-    the builtin ``sum`` of floats compensates from Python 3.12 on and not before, which
-    changed the committed tables' last digits."""
+    the builtin ``sum`` of floats compensates from Python 3.12 on and not before, so with it
+    the tables' last digits would depend on the Python release."""
     n = len(values)
     if n == 0:
         raise ValueError("mean_and_se needs at least one value")
