@@ -14,7 +14,7 @@ LAUNCHER ?= basic
 LOGGER ?= auto   # CSV, plus W&B when you are logged in; logger=... in ARGS decides instead
 ARGS ?=
 
-.PHONY: install test test-slow test-gpu smoke bench lint format clean reproduce-table1 table1 \
+.PHONY: install test test-slow test-floor test-gpu smoke bench lint format clean reproduce-table1 table1 \
 	protocol-study claim-study
 
 install: $(STAMP)
@@ -25,11 +25,13 @@ install: $(STAMP)
 # make test VENV=.venv-torch2.11 TORCH=2.11.0 TORCHVISION=0.26.0 PYTHON=python3.12
 TORCH ?= 2.14.1
 TORCHVISION ?= 0.29.1
+CONSTRAINTS ?=
+PIP_INSTALL = $(BIN)/python -m pip install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet torch==$(TORCH) torchvision==$(TORCHVISION)
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(PIP_INSTALL) torch==$(TORCH) torchvision==$(TORCHVISION)
+	$(PIP_INSTALL) -e '.[dev]'
 	touch $(STAMP)
 
 test: install
@@ -37,6 +39,18 @@ test: install
 
 test-slow: install
 	$(BIN)/python -m pytest -m slow
+
+# The default suite with every dependency at the floor of pyproject's range, on the oldest
+# Python it admits (a 3 GB download; FLOOR_PYTHON=/path/to/python3.10 where that is not on PATH).
+FLOOR_VENV ?= .venv-floor
+FLOOR_PYTHON ?= python3.10
+test-floor:
+	mkdir -p $(FLOOR_VENV)
+	$(PYTHON) .ci/floor_constraints.py > $(FLOOR_VENV)/constraints.txt
+	$(MAKE) --no-print-directory test VENV=$(FLOOR_VENV) PYTHON=$(FLOOR_PYTHON) \
+		CONSTRAINTS=$(FLOOR_VENV)/constraints.txt \
+		TORCH=$$(sed -n 's/^torch==//p' $(FLOOR_VENV)/constraints.txt) \
+		TORCHVISION=$$(sed -n 's/^torchvision==//p' $(FLOOR_VENV)/constraints.txt)
 
 # The CUDA smoke tests (skipped without a GPU).
 test-gpu: install

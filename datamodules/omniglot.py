@@ -44,7 +44,7 @@ def load_chardata(path: Path) -> tuple[Tensor, Tensor]:
     try:
         mat = scipy.io.loadmat(str(path), variable_names=["data", "testdata"])
         splits = [mat["data"], mat["testdata"]]
-    except (OSError, ValueError, KeyError, TypeError, MatReadError) as err:
+    except (OSError, ValueError, KeyError, TypeError, IndexError, MatReadError) as err:
         raise DataError(
             f"{path} is not a readable chardata.mat with keys 'data' and 'testdata' ({err}). "
             f"Delete it and run again, or use dataset.source=images."

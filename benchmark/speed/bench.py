@@ -539,7 +539,7 @@ def run_benchmark(bc: BenchConfig, result: dict[str, Any] | None = None) -> dict
         torch.set_num_threads(bc.threads)
     device = resolve_device(bc.device)
     result.update(
-        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         config=OmegaConf.to_container(OmegaConf.structured(bc)),
         machine=machine(device),
         versions=package_versions(),

@@ -99,7 +99,9 @@ def test_past_the_recompile_limit_a_call_runs_its_fallback_alone(
         return halved(t)
 
     kernel = CompiledKernel(halved, "test kernel", fallback)
-    with torch._dynamo.config.patch(recompile_limit=1), caplog.at_level(logging.WARNING):
+    config = torch._dynamo.config
+    limit = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    with config.patch({limit: 1}), caplog.at_level(logging.WARNING):
         kernel(torch.randn(3, 4))
         second_dtype = kernel(torch.randn(3, 4, dtype=torch.float64))
     assert second_dtype.dtype == torch.float64 and fallback_dtypes == [torch.float64]
