@@ -101,6 +101,8 @@ def test_the_cheapest_committed_cell_reruns_to_its_numbers(tmp_path: Path, data_
     files = [p for root in TABLE_ROOTS for p in Path(root).rglob("result.json")]
     path = min(files, key=lambda p: json.loads(p.read_text())["wall_time_s"]["total"])
     cheapest = json.loads(path.read_text())
+    if cheapest["versions"]["torch"] != torch.__version__.split("+")[0]:
+        pytest.skip(f"the committed runs used torch {cheapest['versions']['torch']}")
     argv = shlex.split(cheapest["command"])[2:]
     proc = run_py(*argv, f"results_dir={tmp_path}", data_dir=data_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
