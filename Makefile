@@ -34,8 +34,11 @@ $(STAMP): pyproject.toml
 	$(PIP_INSTALL) -e '.[dev]'
 	touch $(STAMP)
 
+# One pytest worker per core (TEST_WORKERS=0: one process); each worker, and what it launches,
+# gets cores / workers torch threads (tests/conftest.py).
+TEST_WORKERS ?= auto
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 test-slow: install
 	$(BIN)/python -m pytest -m slow

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from benchmark.models.iwae import ImportanceWeightedAutoencoder
+from benchmark.runs.resources import available_cores, threads_per_job
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PAPER_NETWORK = {"hidden": [400], "latent": 20, "activation": "tanh"}  # conf/network/paper.yaml
@@ -22,9 +23,21 @@ TINY_X = torch.tensor(
 )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under ``pytest -n W`` (``make test``) each worker, and every run it launches, gets
+    cores / W torch threads: W processes of torch's default thread count would oversubscribe
+    the cores several times over."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    threads = threads_per_job(None, int(workers), available_cores()) if workers else None
+    if threads:
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One data directory per test session, filled from the offline mirror on first use."""
+    """One data directory per test session (per worker under ``pytest -n``), filled from the
+    offline mirror on first use."""
     return tmp_path_factory.mktemp("data")
 
 
