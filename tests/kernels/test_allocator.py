@@ -41,5 +41,8 @@ def freed_mib_kept(mode: str) -> float:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc only")
 def test_freed_activations_stay_in_the_process_for_reuse() -> None:
+    """The op's own small allocations move the free bytes by a few KiB either way (seen:
+    15.997 to 16.125 MiB kept, by torch's thread count), so the two outcomes are told apart
+    by a 1 MiB margin around 0 and the 16 MiB tensor."""
     assert freed_mib_kept("default") < 1  # handed back to the OS (munmap)
-    assert freed_mib_kept("retain") >= 16  # kept in the heap for the next allocation
+    assert freed_mib_kept("retain") > 16 - 1  # kept in the heap for the next allocation
