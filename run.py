@@ -28,9 +28,9 @@ FAILED_RUNS: list[str] = []  # runs of this process's sweep (basic launcher) tha
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    run_dir = Path(cfg.run_dir)
     try:
-        result = run(cfg, run_dir)
+        result = run(cfg)
     except (ConfigError, DataError) as err:  # the same for every run of a sweep: stop
         sys.exit(f"error: {err}")
     except (CorruptCheckpointError, TrainingDivergedError) as err:  # this run only

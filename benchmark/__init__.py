@@ -1,10 +1,11 @@
 """IWAE / IWAER / IWAERrec benchmark, by layer (each imports only from those above it):
 
-- ``kernels``: the CPU fast paths, behind one switch;
+- ``compilation``: ``torch.compile`` as the config key ``compile`` asks;
 - ``randomness``: named random streams of a run and the noise drawn from them;
 - ``models``: bounds, Gaussian layers, networks, the model interface and the models;
 - ``evaluation``: the S-sample log-likelihood estimator;
-- ``training``: the Lightning module and callbacks;
-- ``runs``: one run from a Hydra config to its result file;
+- ``training``: the Lightning module (a group of runs that differ only in their seeds; a
+  single run is the group of one) and what it reports;
+- ``runs``: runs from Hydra configs to their result files;
 - ``table`` and ``speed``: Table 1 from result files, and the speed harness.
 """

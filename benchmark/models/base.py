@@ -5,70 +5,51 @@ importance samples, ``log w_j = log p(x, h_j) - log q(h_j | x)`` ``[k, B]``, whe
 sample j's latents (and, for random-weight models, its weights). Then
 ``iwae_bound(log w)`` is the one-draw estimate of L_k (L_k^R with random weights) that
 training maximises, and with S samples the same weights give the S-sample log-likelihood
-estimate. All randomness of a pass is standard normal noise of :meth:`noise_shapes`, drawn
-in one buffer, so a pass given its noise is deterministic and compiles whole.
+estimate. All randomness of a pass is standard normal noise, a dict named like the model:
+``noise[latent]`` ``[k, B, Z]`` for every stochastic layer of :attr:`latent_sizes`, and
+``noise[network][i]`` for layer i of every network of :meth:`networks` (its
+:meth:`~benchmark.models.gaussian_layers.GaussianLinear.noise_shapes`). It is drawn in one
+buffer, so a pass given its noise is deterministic and compiles whole.
 
 A new model subclasses :class:`ImportanceWeightedModel`, builds its networks from
-:class:`~benchmark.models.networks.GaussianMLP` (or any modules), and is named in a config
-of ``conf/model/`` by ``_target_``.
+:class:`~benchmark.models.networks.GaussianMLP` as attributes, and is named in a config of
+``conf/model/`` by ``_target_``.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import Any, NamedTuple
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from benchmark.models.bounds import iwae_bound
-from benchmark.models.gaussian_layers import GaussianLinear, WeightSampling
+from benchmark.models.gaussian_layers import GaussianLinear
 from benchmark.models.networks import GaussianMLP
-from benchmark.randomness.noise import draw_normal
-
-
-class Network(NamedTuple):
-    """One network of a model's pass, for FLOP counting: its name, its module, whether its
-    input is the data ``x`` itself, and whether its input differs between importance samples."""
-
-    name: str
-    mlp: GaussianMLP
-    input_is_data: bool
-    per_sample_input: bool
+from benchmark.randomness.noise import Noise, draw_normal
 
 
 class ImportanceWeightedModel(nn.Module, ABC):
     """Base class of the models: ``log_weights(x, k) -> [k, B]``, sampling and reconstruction.
 
     ``name`` labels results, ``k`` is the number of importance samples in training, ``x_dim``
-    the pixels, ``latent_sizes`` one entry per stochastic layer; subclasses implement the
-    abstract methods.
-    Noise layout: :meth:`noise_shapes` lists the latents' noise first, ``[k, B, Z_l]`` for
-    each entry of ``latent_sizes``, then the weight noise of the random layers.
+    the pixels, ``latent_sizes`` the width of each stochastic layer by its noise's name;
+    subclasses implement the abstract methods.
     """
 
-    def __init__(self, name: str, k: int, x_dim: int, latent_sizes: Sequence[int]) -> None:
+    def __init__(self, name: str, k: int, x_dim: int, latent_sizes: Mapping[str, int]) -> None:
         super().__init__()
         if k < 1:
             raise ValueError(f"model.k must be >= 1, got {k}")
         self.name, self.k, self.x_dim = name, k, x_dim
-        self.latent_sizes = tuple(latent_sizes)
+        self.latent_sizes = dict(latent_sizes)
 
     @abstractmethod
-    def noise_shapes(self, batch: int, k: int) -> list[tuple[int, ...]]:
-        """Shapes of all standard normal noise of a pass of k samples over ``batch`` points."""
-
-    @abstractmethod
-    def log_weights_with_noise(
-        self, x: Tensor, noise: Sequence[Tensor], shared: Any = None
-    ) -> Tensor:
-        """``log w [k, B]`` for ``x [B, D]`` given the noise of :meth:`noise_shapes` and, if at
-        hand, :meth:`shared_work` of ``x``; no random draws."""
-
-    @abstractmethod
-    def networks(self) -> list[Network]:
-        """The model's networks in the order of a pass."""
+    def log_weights_with_noise(self, x: Tensor, noise: Noise) -> Tensor:
+        """``log w [k, B]`` for ``x [B, D]`` given the noise of :meth:`noise_shapes`; no
+        random draws."""
 
     @abstractmethod
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
@@ -83,16 +64,22 @@ class ImportanceWeightedModel(nn.Module, ABC):
     def output_layer(self) -> GaussianLinear:
         """The layer whose outputs are the Bernoulli logits of the pixels."""
 
+    def networks(self) -> dict[str, GaussianMLP]:
+        """The model's networks by attribute name, in the order they were built."""
+        return {name: m for name, m in self.named_children() if isinstance(m, GaussianMLP)}
+
+    def noise_shapes(self, batch: int, k: int) -> dict[str, Any]:
+        """Shapes of all standard normal noise of a pass of k samples over ``batch`` points:
+        the latents' ``[k, B, Z]``, then each network's layers'."""
+        latents = {name: (k, batch, size) for name, size in self.latent_sizes.items()}
+        networks = {name: mlp.noise_shapes(batch, k) for name, mlp in self.networks().items()}
+        return {**latents, **networks}
+
     @torch.no_grad()
     def init_output_bias(self, pixel_mean: Tensor) -> None:
         """Output bias = logit of the mean training pixel ``[D]`` (Burda et al.)."""
         p = pixel_mean.clamp(1e-3, 1.0 - 1e-3)
         self.output_layer().bias.copy_(torch.log(p) - torch.log1p(-p))
-
-    def shared_work(self, x: Tensor) -> Any:
-        """The noise-free work on ``x`` that many passes over it share (the S-sample
-        estimator computes it once per batch); None if there is none worth keeping."""
-        return None
 
     def gaussian_layers(self) -> list[tuple[str, GaussianLinear]]:
         """Every :class:`GaussianLinear` with a short name (``encoder.0``, ...)."""
@@ -102,13 +89,7 @@ class ImportanceWeightedModel(nn.Module, ABC):
             if isinstance(module, GaussianLinear)
         ]
 
-    def random_layers(self) -> list[GaussianLinear]:
-        """The layers with random weights, in the order of :meth:`gaussian_layers`."""
-        return [layer for _, layer in self.gaussian_layers() if layer.random]
-
-    def draw_noise(
-        self, x: Tensor, k: int, generator: torch.Generator | None = None
-    ) -> list[Tensor]:
+    def draw_noise(self, x: Tensor, k: int, generator: torch.Generator | None = None) -> Noise:
         """The standard normal noise of a pass over ``x`` (shapes of :meth:`noise_shapes`)."""
         return draw_normal(self.noise_shapes(x.shape[0], k), generator, x)
 
@@ -119,24 +100,6 @@ class ImportanceWeightedModel(nn.Module, ABC):
     def bound(self, x: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
         """One-draw estimate of L_k (L_k^R with random weights) per data point, ``[B]``."""
         return iwae_bound(self.log_weights(x, k, generator))
-
-    def forward_floats(self, k: int, batch: int) -> int:
-        """Floats alive at once in a no-grad pass of k samples x batch (estimate, for the
-        estimator's memory cap).
-
-        Per (sample, data point): mean, variance, noise and output of every layer plus the
-        likelihood terms; per sample: one weight draw of every shared-sampling random layer.
-        """
-        layers = [layer for _, layer in self.gaussian_layers()]
-        per_pair = (
-            3 * sum(layer.n_out for layer in layers) + 4 * sum(self.latent_sizes) + 2 * self.x_dim
-        )
-        per_sample = sum(
-            (layer.n_in + 1) * layer.n_out
-            for layer in layers
-            if layer.random and layer.sampling is WeightSampling.SHARED
-        )
-        return k * (batch * per_pair + 2 * per_sample)
 
 
 def network_keys(network: dict[str, Any], required: Sequence[str]) -> dict[str, Any]:

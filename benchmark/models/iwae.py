@@ -16,33 +16,26 @@ With random weights, ``log w_j = log p(x|z_j,theta_j) + log p(z_j) - log q(z_j|x
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from benchmark.models.base import ImportanceWeightedModel, Network, network_keys, positive_ints
+from benchmark.models.base import ImportanceWeightedModel, network_keys, positive_ints
 from benchmark.models.bounds import (
     bernoulli_log_likelihood,
     log_normal_at_noise,
     log_standard_normal,
 )
-from benchmark.models.gaussian_layers import GaussianLinear, WeightSampling, weight_scales
-from benchmark.models.networks import GaussianMLP, SharedHead
-
-
-class SharedWork(NamedTuple):
-    """What passes over the same ``x`` share: the weight scales of the random layers and the
-    encoder's noise-free head (:meth:`ImportanceWeightedAutoencoder.shared_head`)."""
-
-    scales: list[tuple[Tensor, Tensor]]
-    head: SharedHead
+from benchmark.models.gaussian_layers import GaussianLinear, WeightSampling
+from benchmark.models.networks import GaussianMLP
+from benchmark.randomness.noise import Noise
 
 
 class ImportanceWeightedAutoencoder(ImportanceWeightedModel):
     """Gaussian encoder q(z|x) (mean and log-variance) and Bernoulli decoder p(x|z):
-    ``D -> hidden -> 2Z`` and ``Z -> reversed(hidden) -> D``.
+    ``D -> hidden -> 2Z`` and ``Z -> reversed(hidden) -> D``. Noise: ``z``, ``encoder``,
+    ``decoder``.
 
     ``network``: ``hidden`` (list of layer widths), ``latent`` (Z), ``activation``.
     ``init_std``: initial std softplus(rho) of q(weights); ``weight_sampling``: ``local`` or
@@ -63,8 +56,7 @@ class ImportanceWeightedAutoencoder(ImportanceWeightedModel):
         net = network_keys(dict(network), ("hidden", "latent", "activation"))
         hidden = positive_ints("network.hidden", net["hidden"])
         (latent,) = positive_ints("network.latent", [net["latent"]])
-        super().__init__(name, k, x_dim, (latent,))
-        self.latent = latent
+        super().__init__(name, k, x_dim, {"z": latent})
         common = {
             "activation": net["activation"],
             "init_std": init_std,
@@ -75,75 +67,35 @@ class ImportanceWeightedAutoencoder(ImportanceWeightedModel):
             [latent, *reversed(hidden), x_dim], random=random_decoder, **common
         )
 
-    def networks(self) -> list[Network]:
-        return [
-            Network("encoder", self.encoder, input_is_data=True, per_sample_input=False),
-            Network("decoder", self.decoder, input_is_data=False, per_sample_input=True),
-        ]
-
     def output_layer(self) -> GaussianLinear:
         return self.decoder.layers[-1]
 
-    def encode(
-        self, x: Tensor, k: int, generator: torch.Generator | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """q(z|x): mean and log-variance, ``[s, B, Z]`` (s = 1 for a deterministic encoder)."""
-        out = self.encoder(x.unsqueeze(0), k, generator)
-        return out[..., : self.latent], out[..., self.latent :]
-
-    def decode(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Bernoulli logits ``[k, B, D]`` of p(x|z) for ``z [k, B, Z]``."""
-        return self.decoder(z, z.shape[0], generator)
-
-    def noise_shapes(self, batch: int, k: int) -> list[tuple[int, ...]]:
-        """The latent ``[k, B, Z]`` first, then the encoder's and the decoder's weight noise."""
-        return [
-            (k, batch, self.latent),
-            *self.encoder.noise_shapes(batch, k),
-            *self.decoder.noise_shapes(batch, k),
-        ]
-
-    def log_weights_with_noise(
-        self, x: Tensor, noise: Sequence[Tensor], shared: SharedWork | None = None
-    ) -> Tensor:
+    def log_weights_with_noise(self, x: Tensor, noise: Noise) -> Tensor:
         """``log w = log p(x|z) + log p(z) - log q(z|x)``, ``z = mean + exp(log_var / 2) eps``,
-        with random weights drawn through ``noise`` as the layers do. ``shared``: the
-        :meth:`shared_work` of ``x``, for many passes over it; computed here if None."""
-        scales = weight_scales(self.random_layers()) if shared is None else shared.scales
-        head = None if shared is None else shared.head
-        eps, weight_noise = noise[0], noise[1:]
-        n_encoder = len(self.encoder.noise_shapes(1, 1))
-        n_random = len(self.encoder.random_layers())
-        out = self.encoder.with_noise(
-            x.unsqueeze(0), weight_noise[:n_encoder], scales[:n_random], head
-        )
-        mean, log_var = out[..., : self.latent], out[..., self.latent :]
+        the networks' random weights drawn through their noise."""
+        eps = noise["z"]
+        mean, log_var = self.encoder(x.unsqueeze(0), noise["encoder"]).chunk(2, dim=-1)
         z = mean + torch.exp(0.5 * log_var) * eps
-        logits = self.decoder.with_noise(z, weight_noise[n_encoder:], scales[n_random:])
+        logits = self.decoder(z, noise["decoder"])
         log_q = log_normal_at_noise(eps, log_var)
         return bernoulli_log_likelihood(x, logits) + log_standard_normal(z) - log_q
-
-    def shared_work(self, x: Tensor) -> SharedWork:
-        """The weight scales and the encoder's work on ``x [B, D]`` that all importance
-        samples share: the whole encoder's output ``[1, B, 2Z]`` if deterministic; with
-        random weights and local sampling, its first layer's pre-activation mean and std
-        ``[1, B, H]``; nothing (``x`` itself) with shared sampling."""
-        scales = weight_scales(self.random_layers())
-        n_random = len(self.encoder.random_layers())
-        return SharedWork(scales, self.encoder.shared_head(x.unsqueeze(0), scales[:n_random]))
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Pixel means ``[n, D]`` of p(x | z), z ~ N(0, I), one weight draw per image."""
         weight = self.decoder.layers[0].weight
         z = torch.randn(
-            (n, 1, self.latent), generator=generator, device=weight.device, dtype=weight.dtype
+            (n, 1, self.latent_sizes["z"]),
+            generator=generator,
+            device=weight.device,
+            dtype=weight.dtype,
         )
-        return torch.sigmoid(self.decoder(z, n, generator)).squeeze(1)
+        return torch.sigmoid(self.decoder.sampled(z, n, generator)).squeeze(1)
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Pixel means ``[B, D]`` of p(x | z), z one draw of q(z | x)."""
-        mean, log_var = self.encode(x, 1, generator)
+        mean, log_var = self.encoder.sampled(x.unsqueeze(0), 1, generator).chunk(2, dim=-1)
         eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        return torch.sigmoid(self.decode(mean + torch.exp(0.5 * log_var) * eps, generator))[0]
+        z = mean + torch.exp(0.5 * log_var) * eps
+        return torch.sigmoid(self.decoder.sampled(z, 1, generator))[0]

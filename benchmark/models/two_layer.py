@@ -19,16 +19,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from benchmark.models.base import ImportanceWeightedModel, Network, network_keys, positive_ints
+from benchmark.models.base import ImportanceWeightedModel, network_keys, positive_ints
 from benchmark.models.bounds import (
     bernoulli_log_likelihood,
     log_normal_at_noise,
     log_normal_diag,
     log_standard_normal,
 )
-from benchmark.models.gaussian_layers import GaussianLinear, WeightSampling, weight_scales
-from benchmark.models.iwae import SharedWork
+from benchmark.models.gaussian_layers import GaussianLinear, WeightSampling
 from benchmark.models.networks import GaussianMLP
+from benchmark.randomness.noise import Noise
 
 
 def _halves(out: Tensor) -> tuple[Tensor, Tensor]:
@@ -41,7 +41,8 @@ class TwoStochasticLayerIWAE(ImportanceWeightedModel):
     [Z1, Z2], ``activation``. Networks (in pass order): ``encoder1`` x -> 2 Z1,
     ``encoder2`` z1 -> 2 Z2, ``decoder2`` z2 -> 2 Z1 (mean and log-variance of p(z1|z2)),
     ``decoder1`` z1 -> x (Bernoulli logits). The encoders are random with
-    ``random_encoder``, the decoders with ``random_decoder``."""
+    ``random_encoder``, the decoders with ``random_decoder``. Noise: ``z1``, ``z2`` and the
+    four networks'."""
 
     def __init__(
         self,
@@ -69,8 +70,8 @@ class TwoStochasticLayerIWAE(ImportanceWeightedModel):
         latent = positive_ints("network.latent", net["latent"])
         if len(latent) != 2:
             raise ValueError(f"network.latent must be [Z1, Z2], got {net['latent']!r}")
-        super().__init__(name, k, x_dim, latent)
         z1, z2 = latent
+        super().__init__(name, k, x_dim, {"z1": z1, "z2": z2})
         common = {
             "activation": net["activation"],
             "init_std": init_std,
@@ -81,51 +82,17 @@ class TwoStochasticLayerIWAE(ImportanceWeightedModel):
         self.decoder2 = GaussianMLP([z2, *reversed(h2), 2 * z1], random=random_decoder, **common)
         self.decoder1 = GaussianMLP([z1, *reversed(h1), x_dim], random=random_decoder, **common)
 
-    def networks(self) -> list[Network]:
-        return [
-            Network("encoder1", self.encoder1, input_is_data=True, per_sample_input=False),
-            Network("encoder2", self.encoder2, input_is_data=False, per_sample_input=True),
-            Network("decoder2", self.decoder2, input_is_data=False, per_sample_input=True),
-            Network("decoder1", self.decoder1, input_is_data=False, per_sample_input=True),
-        ]
-
     def output_layer(self) -> GaussianLinear:
         return self.decoder1.layers[-1]
 
-    def noise_shapes(self, batch: int, k: int) -> list[tuple[int, ...]]:
-        """eps1 ``[k, B, Z1]``, eps2 ``[k, B, Z2]``, then the weight noise of the networks in
-        pass order."""
-        z1, z2 = self.latent_sizes
-        weight_noise = [s for n in self.networks() for s in n.mlp.noise_shapes(batch, k)]
-        return [(k, batch, z1), (k, batch, z2), *weight_noise]
-
-    def _split(self, items: Sequence[Any], per_network: list[int]) -> list[Sequence[Any]]:
-        """``items`` cut into consecutive runs of the given lengths, one per network."""
-        out, start = [], 0
-        for count in per_network:
-            out.append(items[start : start + count])
-            start += count
-        return out
-
-    def log_weights_with_noise(
-        self, x: Tensor, noise: Sequence[Tensor], shared: SharedWork | None = None
-    ) -> Tensor:
-        mlps = [n.mlp for n in self.networks()]
-        scales = weight_scales(self.random_layers()) if shared is None else shared.scales
-        noise_of = self._split(noise[2:], [len(m.noise_shapes(1, 1)) for m in mlps])
-        scales_of = self._split(scales, [len(m.random_layers()) for m in mlps])
-        eps1, eps2 = noise[0], noise[1]
-        head = None if shared is None else shared.head
-        mean1, log_var1 = _halves(
-            self.encoder1.with_noise(x.unsqueeze(0), noise_of[0], scales_of[0], head)
-        )
+    def log_weights_with_noise(self, x: Tensor, noise: Noise) -> Tensor:
+        eps1, eps2 = noise["z1"], noise["z2"]
+        mean1, log_var1 = _halves(self.encoder1(x.unsqueeze(0), noise["encoder1"]))
         z1 = mean1 + torch.exp(0.5 * log_var1) * eps1
-        mean2, log_var2 = _halves(self.encoder2.with_noise(z1, noise_of[1], scales_of[1]))
+        mean2, log_var2 = _halves(self.encoder2(z1, noise["encoder2"]))
         z2 = mean2 + torch.exp(0.5 * log_var2) * eps2
-        prior_mean1, prior_log_var1 = _halves(
-            self.decoder2.with_noise(z2, noise_of[2], scales_of[2])
-        )
-        logits = self.decoder1.with_noise(z1, noise_of[3], scales_of[3])
+        prior_mean1, prior_log_var1 = _halves(self.decoder2(z2, noise["decoder2"]))
+        logits = self.decoder1(z1, noise["decoder1"])
         log_p = (
             bernoulli_log_likelihood(x, logits)
             + log_normal_diag(z1, prior_mean1, prior_log_var1)
@@ -133,30 +100,23 @@ class TwoStochasticLayerIWAE(ImportanceWeightedModel):
         )
         return log_p - log_normal_at_noise(eps1, log_var1) - log_normal_at_noise(eps2, log_var2)
 
-    def shared_work(self, x: Tensor) -> SharedWork:
-        """The weight scales and encoder1's noise-free head on ``x`` (as in the one-layer
-        model's :meth:`~benchmark.models.iwae.ImportanceWeightedAutoencoder.shared_work`)."""
-        scales = weight_scales(self.random_layers())
-        n_random = len(self.encoder1.random_layers())
-        return SharedWork(scales, self.encoder1.shared_head(x.unsqueeze(0), scales[:n_random]))
-
     def _decode_from_z1(self, z1: Tensor, generator: torch.Generator | None) -> Tensor:
         """Pixel means ``[B, D]`` of p(x | z1) for ``z1 [n, 1, Z1]`` or ``[1, B, Z1]``."""
-        return torch.sigmoid(self.decoder1(z1, z1.shape[0], generator))
+        return torch.sigmoid(self.decoder1.sampled(z1, z1.shape[0], generator))
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Pixel means ``[n, D]`` of p(x | z1), z1 ~ p(z1 | z2), z2 ~ N(0, I)."""
         weight = self.decoder2.layers[0].weight
         like = {"device": weight.device, "dtype": weight.dtype}
-        z2 = torch.randn((n, 1, self.latent_sizes[1]), generator=generator, **like)
-        mean1, log_var1 = _halves(self.decoder2(z2, n, generator))
+        z2 = torch.randn((n, 1, self.latent_sizes["z2"]), generator=generator, **like)
+        mean1, log_var1 = _halves(self.decoder2.sampled(z2, n, generator))
         eps = torch.randn(mean1.shape, generator=generator, **like)
         return self._decode_from_z1(mean1 + torch.exp(0.5 * log_var1) * eps, generator).squeeze(1)
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Pixel means ``[B, D]`` of p(x | z1), z1 one draw of q(z1 | x)."""
-        mean1, log_var1 = _halves(self.encoder1(x.unsqueeze(0), 1, generator))
+        mean1, log_var1 = _halves(self.encoder1.sampled(x.unsqueeze(0), 1, generator))
         eps = torch.randn(mean1.shape, generator=generator, device=mean1.device, dtype=mean1.dtype)
         return self._decode_from_z1(mean1 + torch.exp(0.5 * log_var1) * eps, generator)[0]

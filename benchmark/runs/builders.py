@@ -1,5 +1,6 @@
-"""Building a run's parts from its composed config: data module, model (through the model
-config's ``_target_``), Lightning module and trainer."""
+"""Building the parts of a group of runs (one or more, differing only in their seeds) from
+their composed configs: data module, models (through the model config's ``_target_``),
+Lightning module and trainer."""
 
 from __future__ import annotations
 
@@ -16,15 +17,9 @@ from pytorch_lightning.loggers import Logger
 
 from benchmark.models.base import ImportanceWeightedModel
 from benchmark.runs.wandb_logging import wandb_wanted
-from benchmark.training.callbacks import (
-    CudaGraphCheck,
-    ImageGrids,
-    TestLogLikelihoodMonitor,
-    WeightStdMonitor,
-)
-from benchmark.training.checkpointing import AtomicCheckpointIO, ReplicaCheckpointIO
+from benchmark.training.callbacks import CudaGraphCheck, LogLikelihoodMonitor
+from benchmark.training.checkpointing import PerRunCheckpointIO
 from benchmark.training.module import ImportanceWeightedLitModule
-from benchmark.training.replicas import ReplicaLitModule
 from datamodules import BinaryImageDataModule
 from datamodules.replicas import ReplicaDataModule
 
@@ -44,31 +39,20 @@ def build_model(cfg: DictConfig, x_dim: int) -> ImportanceWeightedModel:
     return instantiate(cfg.model, x_dim=x_dim, network=network, _convert_="all")
 
 
-def build_module(cfg: DictConfig, x_dim: int) -> ImportanceWeightedLitModule:
-    return ImportanceWeightedLitModule(
-        build_model(cfg, x_dim),
-        lr=cfg.optim.lr,
-        betas=tuple(cfg.optim.betas),
-        eps=cfg.optim.eps,
-        seed=cfg.seed,
-        compile=cfg.compile,
-    )
-
-
-def build_replica_datamodule(cfgs: Sequence[DictConfig]) -> ReplicaDataModule:
-    """The data of runs ``cfgs`` that differ only in their seeds, as one replica group."""
+def build_group_datamodule(cfgs: Sequence[DictConfig]) -> ReplicaDataModule:
+    """The data of runs ``cfgs`` that differ only in their seeds, as one group."""
     return ReplicaDataModule([build_datamodule(cfg) for cfg in cfgs])
 
 
-def build_replica_module(cfgs: Sequence[DictConfig], x_dim: int) -> ReplicaLitModule:
+def build_module(cfgs: Sequence[DictConfig], x_dim: int) -> ImportanceWeightedLitModule:
     """The runs ``cfgs`` (differing only in their seeds) as replicas of one stacked model,
-    each model initialised from its seed as its single run's is."""
+    each model initialised from its seed."""
     nets = []
     for cfg in cfgs:
         pl.seed_everything(cfg.seed, workers=False, verbose=False)
         nets.append(build_model(cfg, x_dim))
     cfg = cfgs[0]
-    return ReplicaLitModule(
+    return ImportanceWeightedLitModule(
         nets,
         [c.seed for c in cfgs],
         lr=cfg.optim.lr,
@@ -119,11 +103,11 @@ def last_checkpoint(cfg: DictConfig, run_dir: Path) -> ModelCheckpoint:
     )
 
 
-def test_ll_monitor(cfg: DictConfig) -> TestLogLikelihoodMonitor | None:
+def test_ll_monitor(cfg: DictConfig) -> LogLikelihoodMonitor | None:
     """``test/ll_monitor`` during training, if ``eval.test_ll_every_n_epochs`` asks for it."""
     if not cfg.eval.test_ll_every_n_epochs:
         return None
-    return TestLogLikelihoodMonitor(
+    return LogLikelihoodMonitor(
         cfg.eval.test_ll_every_n_epochs,
         n_points=cfg.eval.test_ll_points,
         n_samples=cfg.eval.test_ll_samples,
@@ -131,40 +115,21 @@ def test_ll_monitor(cfg: DictConfig) -> TestLogLikelihoodMonitor | None:
     )
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path | None = None) -> pl.Trainer:
-    """Trainer with the configured loggers; with ``run_dir``, also checkpoints and image grids."""
-    callbacks: list[pl.Callback] = [WeightStdMonitor()]
-    monitor = test_ll_monitor(cfg)
-    if monitor is not None:
-        callbacks.append(monitor)
-    if run_dir is not None:
-        callbacks += [last_checkpoint(cfg, run_dir), ImageGrids(run_dir, seed=cfg.eval.seed)]
-    return _trainer(cfg, build_loggers(cfg), callbacks, AtomicCheckpointIO())
-
-
-def build_replica_trainer(cfg: DictConfig, run_dirs: Sequence[Path]) -> pl.Trainer:
-    """Trainer of a replica group: no loggers of its own (each replica logs to its own), and
-    the last checkpoint written as one single-run checkpoint per run directory."""
-    checkpoint_io = ReplicaCheckpointIO([run_dir / LAST_CHECKPOINT for run_dir in run_dirs])
-    return _trainer(cfg, [], [last_checkpoint(cfg, run_dirs[0])], checkpoint_io)
-
-
-def _trainer(
-    cfg: DictConfig,
-    loggers: list[Logger],
-    callbacks: list[pl.Callback],
-    checkpoint_io: AtomicCheckpointIO,
-) -> pl.Trainer:
+def build_trainer(cfg: DictConfig, run_dirs: Sequence[Path]) -> pl.Trainer:
+    """Trainer of a group: no loggers of its own (each run logs to its own), ``test/bound``
+    every ``eval.test_bound_every_n_epochs`` epochs on its points, and the last checkpoint
+    written as one checkpoint per run directory."""
+    callbacks: list[pl.Callback] = [last_checkpoint(cfg, run_dirs[0])]
     if cfg.compile == "reduce-overhead":
-        callbacks = [*callbacks, CudaGraphCheck()]
+        callbacks.append(CudaGraphCheck())
     every = cfg.eval.test_bound_every_n_epochs
     val_batches = math.ceil(cfg.eval.test_bound_points / cfg.optim.batch_size) if every else 0
     return instantiate(
         cfg.trainer,
-        logger=loggers or False,
+        logger=False,
         callbacks=callbacks,
-        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
-        plugins=[checkpoint_io],
+        enable_checkpointing=True,
+        plugins=[PerRunCheckpointIO([run_dir / LAST_CHECKPOINT for run_dir in run_dirs])],
         check_val_every_n_epoch=max(every, 1),
         limit_val_batches=val_batches,
     )

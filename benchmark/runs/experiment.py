@@ -1,11 +1,18 @@
-"""One run: build data and model from a composed config, train, evaluate, write result.json.
+"""Runs: build data and models from composed configs, train, evaluate, write result.json.
 
-A run directory is locked while a process works in it; a finished run (``result.json`` of the
-same protocol) is skipped; an interrupted one resumes from ``checkpoints/last.ckpt``.
+Runs that differ only in their seeds train together as one group (the replicas launcher
+makes groups; ``run.py`` alone runs the group of one), then are evaluated one by one. Every
+run keeps its own directory, lock, ``result.json``, CSV and W&B run, checkpoint and image
+grids. A run directory is locked while a process works in it; a finished run
+(``result.json`` of the same protocol) is skipped, a busy one left to its process, one with a
+corrupt checkpoint reported; the others train, grouped by the step their checkpoints stand at
+(a fresh run at step 0), so an interrupted group resumes where it stopped and a run resumed
+alone or in another group continues from its own ``checkpoints/last.ckpt``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -13,7 +20,9 @@ import platform
 import shlex
 import time
 import warnings
+from collections import defaultdict
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -25,15 +34,17 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger, WandbLogger
 from torch import Tensor
 
-from benchmark import kernels
+from benchmark.compilation import fresh_compile_caches
 from benchmark.evaluation.estimator import estimate_log_likelihood
 from benchmark.models.base import ImportanceWeightedModel
 from benchmark.runs.builders import (
     LAST_CHECKPOINT,
-    build_datamodule,
+    build_group_datamodule,
+    build_loggers,
     build_module,
     build_trainer,
     estimator_options,
+    test_ll_monitor,
 )
 from benchmark.runs.provenance import (
     git_state,
@@ -42,16 +53,19 @@ from benchmark.runs.provenance import (
     protocol_config,
     protocol_id,
 )
-from benchmark.runs.resources import apply_job_resources
-from benchmark.runs.validation import validate
+from benchmark.runs.resources import apply_job_resources, retain_freed_memory
+from benchmark.runs.validation import ConfigError, validate
 from benchmark.runs.wandb_logging import offline_sync_hint
-from benchmark.training.checkpointing import check_readable
+from benchmark.training.callbacks import save_image_grids
+from benchmark.training.checkpointing import CorruptCheckpointError, check_readable
 from benchmark.training.module import TrainingDivergedError
 
 log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
 PER_POINT_FILE = "test_ll_per_point.pt"
+
+Outcome = dict[str, Any] | Exception | None  # result, failure, or None (busy elsewhere)
 
 
 class ResultMismatchError(RuntimeError):
@@ -100,52 +114,92 @@ def finished_result(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     return result
 
 
-def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
-    """Train and evaluate unless finished (returns the stored result) or busy (returns None)."""
-    validate(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    label = f"{cfg.dataset.name}/{cfg.model.name} seed {cfg.seed}"
-    lock = FileLock(run_dir / ".lock", timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        log.warning("skip %s: another process is running it in %s", label, run_dir)
-        return None
-    try:
-        result = finished_result(cfg, run_dir)
-        if result is not None:
-            log.info(
-                "skip %s: finished, test_ll %.3f (%s)",
-                label,
-                result["test_ll"],
-                run_dir / RESULT_FILE,
+def run(cfg: DictConfig) -> dict[str, Any] | None:
+    """Train and evaluate the run ``cfg`` in its ``run_dir`` (the group of one) unless
+    finished (returns the stored result) or busy (returns None); its failure is raised."""
+    (outcome,) = run_group([cfg], [rerun_command()])
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+def group_key(cfg: DictConfig) -> str:
+    """What runs of one group share: the whole config but ``seed``, interpolations
+    unresolved (the run directory, logger names and ids follow the seed)."""
+    config = OmegaConf.to_container(cfg, resolve=False)
+    config.pop("seed")
+    return OmegaConf.to_yaml(OmegaConf.create(config), sort_keys=True)
+
+
+def checkpoint_step(run_dir: Path) -> int:
+    """The optimizer step the run's last checkpoint stands at; 0 without one."""
+    path = run_dir / LAST_CHECKPOINT
+    if not path.is_file():
+        return 0
+    return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["global_step"])
+
+
+def run_group(cfgs: Sequence[DictConfig], commands: Sequence[str | None]) -> list[Outcome]:
+    """Train and evaluate the runs ``cfgs`` (one group: they differ only in ``seed``) together;
+    ``commands`` rerun each alone. Returns each run's outcome."""
+    for cfg in cfgs:
+        validate(cfg)
+    if len({group_key(cfg) for cfg in cfgs}) > 1:
+        raise ConfigError("replicas must differ only in seed; group the runs by their other keys")
+    run_dirs = [Path(cfg.run_dir) for cfg in cfgs]
+    outcomes: dict[int, Outcome] = {}
+    with ExitStack() as locks:
+        waiting: dict[int, list[int]] = defaultdict(list)
+        for i, (cfg, run_dir) in enumerate(zip(cfgs, run_dirs, strict=True)):
+            label = f"{cfg.dataset.name}/{cfg.model.name} seed {cfg.seed}"
+            run_dir.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(run_dir / ".lock", timeout=0)
+            try:
+                lock.acquire()
+            except Timeout:
+                log.warning("skip %s: another process is running it in %s", label, run_dir)
+                outcomes[i] = None
+                continue
+            locks.callback(lock.release)
+            result = finished_result(cfg, run_dir)
+            if result is not None:
+                log.info(
+                    "skip %s: finished, test_ll %.3f (%s)",
+                    label,
+                    result["test_ll"],
+                    run_dir / RESULT_FILE,
+                )
+                outcomes[i] = result
+                continue
+            try:
+                if (run_dir / LAST_CHECKPOINT).is_file():
+                    check_readable(run_dir / LAST_CHECKPOINT)
+            except CorruptCheckpointError as err:
+                outcomes[i] = err
+                continue
+            waiting[checkpoint_step(run_dir)].append(i)
+        for step, members in sorted(waiting.items()):
+            trained = train_group(
+                [cfgs[i] for i in members],
+                [run_dirs[i] for i in members],
+                [commands[i] for i in members],
+                resume=step > 0,
             )
-            return result
-        return train_and_evaluate(cfg, run_dir)
-    finally:
-        lock.release()
-
-
-def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Train the configured model (resuming a checkpoint), estimate its test log-likelihood,
-    write ``result.json`` and ``test_ll_per_point.pt``; all under the run's ``kernels``
-    mode, restored afterwards."""
-    with kernels.using(cfg.kernels):
-        return _train_and_evaluate(cfg, run_dir)
+            outcomes.update(zip(members, trained, strict=True))
+    return [outcomes[i] for i in range(len(cfgs))]
 
 
 def prepare_process(cfg: DictConfig) -> None:
     """This process's settings for a run of ``cfg``: warnings, threads and device, the
-    allocator of the fast paths, empty compile caches, and the global seed."""
+    allocator, empty compile caches, and the global seed."""
     # Lightning's hints for DataLoader-based pipelines do not apply to device-resident data,
     # and metrics here are logged per epoch, not every n steps.
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     apply_job_resources(cfg)
-    if kernels.get_mode() == "auto":
-        kernels.retain_freed_memory()
+    retain_freed_memory()
     if cfg.compile:  # a sweep's runs share one process (Hydra's basic launcher)
-        kernels.fresh_compile_caches()
+        fresh_compile_caches()
     pl.seed_everything(cfg.seed, workers=False, verbose=False)
 
 
@@ -159,45 +213,60 @@ def diverged_error(err: TrainingDivergedError, checkpoint: Path) -> TrainingDive
     return TrainingDivergedError(f"{err} ({kept})")
 
 
-def _train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def train_group(
+    cfgs: Sequence[DictConfig],
+    run_dirs: Sequence[Path],
+    commands: Sequence[str | None],
+    resume: bool,
+) -> list[Outcome]:
+    """Train ``cfgs`` together from scratch or (``resume``) from their checkpoints, all at
+    one step; evaluate and write each."""
     started = time.perf_counter()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if (run_dir / LAST_CHECKPOINT).is_file():
-        check_readable(run_dir / LAST_CHECKPOINT)
+    cfg = cfgs[0]
+    seeds = [c.seed for c in cfgs]
+    log.info(
+        "%s/%s: training seed%s %s%s",
+        cfg.dataset.name,
+        cfg.model.name,
+        "s" if len(seeds) > 1 else "",
+        ", ".join(map(str, seeds)),
+        " (resuming)" if resume else "",
+    )
     prepare_process(cfg)
-
-    datamodule = build_datamodule(cfg)
-    trainer = build_trainer(cfg, run_dir)
-    module = build_module(cfg, datamodule.x_dim)
-    for logger in trainer.loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    datamodule = build_group_datamodule(cfgs)
+    module = build_module(cfgs, datamodule.x_dim)
+    trainer = build_trainer(cfg, run_dirs)
     datamodule.trainer = trainer
     datamodule.prepare_data()
     datamodule.setup("fit")
-    module.net.init_output_bias(datamodule.train_pixel_mean().cpu())
-    checkpoint = run_dir / LAST_CHECKPOINT
-    resume = checkpoint.is_file()
-    if resume:
-        log.info("resuming from %s", checkpoint)
-    try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint if resume else None)
-    except TrainingDivergedError as err:
-        raise diverged_error(err, checkpoint) from None
-    final_bound = trainer.callback_metrics.get("train/bound")
-    return finish_run(
-        cfg,
-        run_dir,
-        module.net,
-        datamodule.test_data,
-        trainer.loggers,
-        TrainedState(
-            trainer.global_step,
-            trainer.current_epoch,
-            None if final_bound is None else float(final_bound),
-            time.perf_counter() - started,
-        ),
-        rerun_command(),
-    )
+    module.init_output_bias(datamodule.train_pixel_mean().cpu())
+    module.monitor = test_ll_monitor(cfg)
+    module.replica_loggers = [build_loggers(c) for c in cfgs]
+    for c, loggers in zip(cfgs, module.replica_loggers, strict=True):
+        for logger in loggers:
+            logger.log_hyperparams(OmegaConf.to_container(c, resolve=True))
+    checkpoints = [run_dir / LAST_CHECKPOINT for run_dir in run_dirs]
+    with contextlib.suppress(TrainingDivergedError):  # every replica diverged: see below
+        trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoints[0] if resume else None)
+    train_seconds = time.perf_counter() - started
+    outcomes: list[Outcome] = []
+    for r, (c, run_dir) in enumerate(zip(cfgs, run_dirs, strict=True)):
+        loggers = module.replica_loggers[r]
+        if r in module.diverged:
+            close_loggers(loggers)
+            error = TrainingDivergedError(module.diverged[r])
+            outcomes.append(diverged_error(error, checkpoints[r]))
+            continue
+        net = module.replica(r)
+        save_image_grids(run_dir, net, datamodule.members[r], loggers, seed=c.eval.seed)
+        trained = TrainedState(
+            trainer.global_step, trainer.current_epoch, module.last_train_bounds[r], train_seconds
+        )
+        group = {"replica_group": {"seeds": seeds, "index": r}} if len(cfgs) > 1 else None
+        outcomes.append(
+            finish_run(c, run_dir, net, datamodule.test_data, loggers, trained, commands[r], group)
+        )
+    return outcomes
 
 
 class TrainedState(NamedTuple):

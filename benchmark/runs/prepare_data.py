@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from benchmark.runs.config import CONFIG_DIR, compose_config
-from benchmark.runs.experiment import build_datamodule
+from benchmark.runs.builders import build_datamodule
 from datamodules import DataError
 
 

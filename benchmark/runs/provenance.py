@@ -28,7 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 COMMIT_ENV = "IWAER_GIT_COMMIT"  # the commit of a copied tree that has no .git
 
 # Config sections that change what is measured; everything else (paths, loggers, progress
-# bars, memory caps, kernels, compile) does not enter the protocol id. A model's class
+# bars, memory caps, compile) does not enter the protocol id. A model's class
 # (``_target_``) does not either: ``model.name`` names it, as in the run directory.
 PROTOCOL_KEYS = ("dataset", "model", "network", "optim")
 PROTOCOL_DROP = {"dataset": ("data_dir", "_target_", "seed"), "model": ("_target_",)}

@@ -6,7 +6,6 @@ import torch
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
-from benchmark import kernels
 from benchmark.models.gaussian_layers import WeightSampling
 from benchmark.models.networks import ACTIVATIONS
 from benchmark.runs.builders import build_model
@@ -60,7 +59,6 @@ def validate(cfg: DictConfig) -> None:
         _choice(cfg, "model.weight_sampling", [m.value for m in WeightSampling])
     if "activation" in cfg.network:
         _choice(cfg, "network.activation", sorted(ACTIVATIONS))
-    _choice(cfg, "kernels", list(kernels.MODES))
     _choice(cfg, "dataset.binarization", ["dynamic", "static", "none"])
     if cfg.dataset.name == "omniglot":
         _choice(cfg, "dataset.source", ["chardata", "images"])

@@ -1,5 +1,6 @@
-"""Lightning callbacks: weight-std statistics, the test log-likelihood monitored during training,
-image grids of samples and reconstructions, and a check that CUDA graphs are replayed."""
+"""What a run reports besides its bounds: weight-std statistics, the test log-likelihood
+monitored during training, image grids of samples and reconstructions, and a callback that
+checks that CUDA graphs are replayed."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pytorch_lightning.loggers import Logger, WandbLogger
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
-from benchmark import kernels
+from benchmark.compilation import cudagraph_skips
 from benchmark.evaluation.estimator import estimate_log_likelihood
 from benchmark.models.base import ImportanceWeightedModel
 from benchmark.randomness.seeding import make_generator
@@ -36,20 +37,10 @@ def weight_std_stats(net: ImportanceWeightedModel) -> dict[str, Tensor]:
     return stats
 
 
-class WeightStdMonitor(pl.Callback):
-    """Logs :func:`weight_std_stats` per epoch."""
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        stats = weight_std_stats(pl_module.net)
-        if stats:
-            pl_module.log_dict(stats, on_step=False, on_epoch=True)
-
-
-class TestLogLikelihoodMonitor(pl.Callback):
+class LogLikelihoodMonitor:
     """``test/ll_monitor`` every ``every_n_epochs`` epochs: the S-sample estimate of
     mean log p(x) (:func:`~benchmark.evaluation.estimator.estimate_log_likelihood`,
-    S = ``n_samples``) on
-    the first ``n_points`` of the fixed monitor order of the test split
+    S = ``n_samples``) on the first ``n_points`` of the fixed monitor order of the test split
     (:meth:`~datamodules.base.BinaryImageDataModule.monitor_points`), with the same evaluation
     noise at every epoch, so that its trajectory shows the model's change and not the noise's.
     It draws from its own streams: training is the same with or without it."""
@@ -61,11 +52,6 @@ class TestLogLikelihoodMonitor(pl.Callback):
         :func:`~benchmark.evaluation.estimator.estimate_log_likelihood`."""
         self.every_n_epochs, self.n_points, self.n_samples = every_n_epochs, n_points, n_samples
         self.estimator_options = estimator_options
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        value = self.value(trainer, pl_module.net)
-        if value is not None:
-            pl_module.log("test/ll_monitor", value, on_step=False, on_epoch=True)
 
     def value(self, trainer: pl.Trainer, net: ImportanceWeightedModel) -> float | None:
         """``test/ll_monitor`` of ``net`` after this epoch, or None in the epochs between."""
@@ -80,41 +66,36 @@ class TestLogLikelihoodMonitor(pl.Callback):
         ).mean
 
 
-class ImageGrids(pl.Callback):
-    """At the end of training: ``samples.png`` (pixel means of p(x|z), z ~ p(z)) and
-    ``reconstructions.png`` (test images above their one-sample reconstructions) in the run
-    directory; also sent to W&B when it is a logger."""
-
-    def __init__(self, run_dir: str | Path, n: int = 64, seed: int = 0) -> None:
-        self.run_dir, self.n, self.seed = Path(run_dir), n, seed
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.save(pl_module.net, trainer.datamodule, trainer.loggers)
-
-    @torch.no_grad()
-    def save(
-        self, net: ImportanceWeightedModel, datamodule: Any, loggers: Sequence[Logger]
-    ) -> None:
-        """Write the grids of ``net`` (test images from ``datamodule``) and send them to the
-        W&B loggers among ``loggers``."""
-        device = datamodule.test_data.device
-        height, width = datamodule.image_shape
-        samples = net.sample(self.n, make_generator(device, self.seed, "samples"))
-        x = datamodule.test_data[: self.n // 2]
-        recon = net.reconstruct(x, make_generator(device, self.seed, "reconstructions"))
-        grids = {
-            "samples": make_grid(samples.view(-1, 1, height, width), nrow=8, pad_value=1.0),
-            "reconstructions": make_grid(
-                torch.cat([x, recon]).view(-1, 1, height, width), nrow=8, pad_value=1.0
-            ),
-        }
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        for name, grid in grids.items():
-            save_image(grid, self.run_dir / f"{name}.png")
-        for logger in loggers:
-            if isinstance(logger, WandbLogger):
-                for name, grid in grids.items():
-                    logger.log_image(key=f"images/{name}", images=[grid.cpu()])
+@torch.no_grad()
+def save_image_grids(
+    run_dir: Path,
+    net: ImportanceWeightedModel,
+    datamodule: Any,
+    loggers: Sequence[Logger],
+    seed: int = 0,
+    n: int = 64,
+) -> None:
+    """``samples.png`` (pixel means of p(x|z), z ~ p(z)) and ``reconstructions.png`` (test
+    images of ``datamodule`` above their one-sample reconstructions) of ``net`` in
+    ``run_dir``; also sent to the W&B loggers among ``loggers``."""
+    device = datamodule.test_data.device
+    height, width = datamodule.image_shape
+    samples = net.sample(n, make_generator(device, seed, "samples"))
+    x = datamodule.test_data[: n // 2]
+    recon = net.reconstruct(x, make_generator(device, seed, "reconstructions"))
+    grids = {
+        "samples": make_grid(samples.view(-1, 1, height, width), nrow=8, pad_value=1.0),
+        "reconstructions": make_grid(
+            torch.cat([x, recon]).view(-1, 1, height, width), nrow=8, pad_value=1.0
+        ),
+    }
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for name, grid in grids.items():
+        save_image(grid, run_dir / f"{name}.png")
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            for name, grid in grids.items():
+                logger.log_image(key=f"images/{name}", images=[grid.cpu()])
 
 
 class CudaGraphCheck(pl.Callback):
@@ -127,13 +108,13 @@ class CudaGraphCheck(pl.Callback):
         self.checked = False
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.start = kernels.cudagraph_skips()
+        self.start = cudagraph_skips()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.checked or self.start is None or trainer.strategy.root_device.type != "cuda":
             return
         self.checked = True
-        skipped = kernels.cudagraph_skips() - self.start
+        skipped = cudagraph_skips() - self.start
         if skipped:
             log.warning(
                 "compile=reduce-overhead: %d compiled passes ran without CUDA graphs, so "

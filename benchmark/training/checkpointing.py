@@ -1,5 +1,6 @@
-"""Crash-safe checkpoints: the previous checkpoint stays valid until the new one is complete;
-a replica group's checkpoint is written as one single-run checkpoint per replica."""
+"""Crash-safe checkpoints, one per run: the previous checkpoint stays valid until the new one
+is complete, and a group's Lightning checkpoint is written as one checkpoint per run
+directory, which resumes that run alone or in any group."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from torch import Tensor
 
-REPLICAS_KEY = "replicas"  # a replica group's entry in its in-memory Lightning checkpoint
+REPLICAS_KEY = "replicas"  # a group's entry in its in-memory Lightning checkpoint
 STACKED_PREFIX = "replicas.stacked."  # its stacked parameters' state_dict keys
 
 
@@ -60,8 +61,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def unstack_checkpoint(checkpoint: dict[str, Any], r: int) -> dict[str, Any]:
-    """Replica r's checkpoint, in the format of a single run's (resumable alone), from the
-    Lightning checkpoint of a :class:`~benchmark.training.replicas.ReplicaLitModule`: its
+    """Run r's checkpoint (resumable alone or in any group), from the Lightning checkpoint
+    of a group (:class:`~benchmark.training.module.ImportanceWeightedLitModule`): its
     slice of every stacked parameter and Adam moment, the group's progress and loop state."""
     group = checkpoint[REPLICAS_KEY]
     hparams = dict(checkpoint["hyper_parameters"])
@@ -134,12 +135,11 @@ def _stack(first: Any, values: list[Any]) -> Any:
     return torch.stack(values) if isinstance(first, Tensor) and first.dim() > 0 else first
 
 
-class ReplicaCheckpointIO(AtomicCheckpointIO):
-    """A replica group's checkpoint kept as its replicas' own: saving writes replica r's
+class PerRunCheckpointIO(AtomicCheckpointIO):
+    """A group's checkpoint kept as its runs' own: saving writes replica r's
     :func:`unstack_checkpoint` to ``paths[r]`` (atomically; replicas marked to skip, the
     diverged ones, keep their last good file); loading stacks ``paths`` back, whatever path
-    Lightning passes. So every replica's run directory holds a single-run checkpoint that
-    resumes it alone or in any group."""
+    Lightning passes. So every run directory holds its own checkpoint."""
 
     def __init__(self, paths: Sequence[Path]) -> None:
         super().__init__()
@@ -157,7 +157,7 @@ class ReplicaCheckpointIO(AtomicCheckpointIO):
         for target in self.paths:
             check_readable(target)
         checkpoints = [
-            super(ReplicaCheckpointIO, self).load_checkpoint(p, map_location, **kwargs)
+            super(PerRunCheckpointIO, self).load_checkpoint(p, map_location, **kwargs)
             for p in self.paths
         ]
         return stack_checkpoints(checkpoints, self.paths)

@@ -1,16 +1,11 @@
-"""R replicas of one model as one stacked model: every parameter ``[R, ...]``.
+"""R models of one architecture as one stacked model: every parameter ``[R, ...]``.
 
 Replica r is the model with parameters ``P[r]`` for every stacked parameter P. Its bound
 ``L_k(x_r) [B]`` for data ``x_r [B, D]`` and noise ``noise_r`` is the model's own
-``iwae_bound(log_weights_with_noise(x_r, noise_r))``, evaluated through
-:func:`torch.func.functional_call`: all replicas in one pass under :func:`torch.func.vmap`
-(batched matmuls over the replica dimension; the plain-PyTorch path, used on GPUs), or with
-the CPU fast paths on (:func:`benchmark.kernels.active`), one pass per replica over views of
-the stacked parameters, where the fast kernels and not the launch overhead decide the time.
-Both give each replica its own gradient only, in its slice of the stacked gradient. For the
-training loss ``-sum_r mean_b L_k(x_rb)`` the CPU path also runs each replica's backward
-right after its forward (:meth:`StackedReplicas.loss`), so one replica's activations are
-alive at a time, as in a run alone, and still in cache when its backward reads them.
+``iwae_bound(log_weights_with_noise(x_r, noise_r))``, evaluated for all replicas in one pass
+through :func:`torch.func.functional_call` under :func:`torch.func.vmap` (batched matmuls over
+the replica dimension), so each replica gets its own gradient only, in its slice of the
+stacked gradient. A single run is the group of one.
 """
 
 from __future__ import annotations
@@ -18,13 +13,13 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from benchmark import kernels
+from benchmark.compilation import CompileMode, compile_pass
 from benchmark.models.base import ImportanceWeightedModel
 from benchmark.models.bounds import iwae_bound
+from benchmark.randomness.noise import Noise
 
 
 class _Bound(nn.Module):
@@ -34,7 +29,7 @@ class _Bound(nn.Module):
         super().__init__()
         self.net = net
 
-    def forward(self, x: Tensor, noise: Sequence[Tensor]) -> Tensor:
+    def forward(self, x: Tensor, noise: Noise) -> Tensor:
         return iwae_bound(self.net.log_weights_with_noise(x, noise))
 
 
@@ -47,7 +42,7 @@ class StackedReplicas(nn.Module):
     """
 
     def __init__(
-        self, nets: Sequence[ImportanceWeightedModel], compile: kernels.CompileMode = False
+        self, nets: Sequence[ImportanceWeightedModel], compile: CompileMode = False
     ) -> None:
         super().__init__()
         if not nets:
@@ -65,36 +60,17 @@ class StackedReplicas(nn.Module):
         # template (on the meta device) only lends its code to functional_call.
         object.__setattr__(self, "nets", list(nets))
         object.__setattr__(self, "_template", _Bound(copy.deepcopy(nets[0]).to("meta")))
-        self._each = kernels.compile_pass(self._one, compile)
-        self._all = kernels.compile_pass(vmap(self._one), compile)
+        self._bounds = compile_pass(vmap(self._one), compile)
 
-    def _one(self, params: dict[str, Tensor], x: Tensor, noise: Sequence[Tensor]) -> Tensor:
+    def _one(self, params: dict[str, Tensor], x: Tensor, noise: Noise) -> Tensor:
         return functional_call(self._template, params, (x, noise))
 
-    def bounds(self, x: Sequence[Tensor], noise: Sequence[Sequence[Tensor]]) -> Tensor:
-        """``L_k [R, B]``: replica r's one-draw bound on ``x[r] [B, D]`` with ``noise[r]``
-        (its noise of :meth:`~benchmark.models.base.ImportanceWeightedModel.noise_shapes`)."""
-        if kernels.active(self.stacked[0].device):
-            views = zip(*(p.unbind(0) for p in self.stacked), strict=True)
-            return torch.stack(
-                [
-                    self._each(self._named(params), x_r, noise_r)
-                    for params, x_r, noise_r in zip(views, x, noise, strict=True)
-                ]
-            )
-        stacked_noise = [torch.stack(parts) for parts in zip(*noise, strict=True)]
-        return self._all(self._named(self.stacked), torch.stack(list(x)), stacked_noise)
-
-    def loss(self, x: Sequence[Tensor], noise: Sequence[Sequence[Tensor]]) -> tuple[Tensor, Tensor]:
-        """The training loss ``-sum_r mean_b L_k(x_rb)`` (differentiable in the stacked
-        parameters) and the bounds ``[R, B]`` (detached), as :meth:`bounds` gives them."""
-        if kernels.active(self.stacked[0].device):
-            return _ReplicaByReplica.apply(self, x, noise, *self.stacked)
-        bounds = self.bounds(x, noise)
-        return -bounds.mean(-1).sum(), bounds.detach()
-
-    def _named(self, values: Sequence[Tensor]) -> dict[str, Tensor]:
-        return {f"net.{name}": value for name, value in zip(self.names, values, strict=True)}
+    def bounds(self, x: Tensor, noise: Noise) -> Tensor:
+        """``L_k [R, B]``: replica r's one-draw bound on ``x[r]`` (``x [R, B, D]``) with
+        ``noise`` of :meth:`~benchmark.models.base.ImportanceWeightedModel.noise_shapes`, every
+        tensor stacked ``[R, ...]`` (replica r's noise at index r)."""
+        named = {f"net.{name}": p for name, p in zip(self.names, self.stacked, strict=True)}
+        return self._bounds(named, x, noise)
 
     def replica(self, r: int) -> ImportanceWeightedModel:
         """Model r, its parameters views of ``stacked[.][r]`` (no gradient; it follows the
@@ -105,38 +81,3 @@ class StackedReplicas(nn.Module):
             module = net.get_submodule(owner)
             setattr(module, leaf, nn.Parameter(stacked.detach()[r], requires_grad=False))
         return net
-
-
-class _ReplicaByReplica(torch.autograd.Function):
-    """``loss = -sum_r mean_b L_k(x_rb)`` with each replica's gradient computed in the
-    forward, right after its pass, into its slice of every stacked gradient; the backward
-    scales them by the incoming gradient of the loss. The same numbers as autograd through
-    :meth:`StackedReplicas.bounds`, with one replica's activations alive at a time."""
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx,
-        replicas: StackedReplicas,
-        x: Sequence[Tensor],
-        noise: Sequence[Sequence[Tensor]],
-        *stacked: Tensor,
-    ) -> tuple[Tensor, Tensor]:
-        grads = [torch.empty_like(p) for p in stacked]
-        losses, bounds = [], []
-        for r, (x_r, noise_r) in enumerate(zip(x, noise, strict=True)):
-            views = [p.detach()[r].requires_grad_() for p in stacked]
-            with torch.enable_grad():
-                bound = replicas._each(replicas._named(views), x_r, noise_r)
-                loss = -bound.mean()
-                for grad, part in zip(grads, torch.autograd.grad(loss, views), strict=True):
-                    grad[r].copy_(part)
-            losses.append(loss.detach())
-            bounds.append(bound.detach())
-        ctx.save_for_backward(*grads)
-        all_bounds = torch.stack(bounds)
-        ctx.mark_non_differentiable(all_bounds)
-        return torch.stack(losses).sum(), all_bounds
-
-    @staticmethod
-    def backward(ctx, grad_loss: Tensor, _: Tensor) -> tuple[Tensor | None, ...]:
-        return (None, None, None, *(grad * grad_loss for grad in ctx.saved_tensors))

@@ -2,7 +2,7 @@
 
 The sweep's jobs are grouped by everything but ``seed``; each group (at most
 ``max_replicas`` runs at a time) trains in this process as one stacked model
-(:func:`benchmark.runs.replica_group.run_replicas`), every run keeping its own directory,
+(:func:`benchmark.runs.experiment.run_group`), every run keeping its own directory,
 ``.hydra/`` configs, results, checkpoint and loggers. A config or data error stops the sweep;
 a corrupt checkpoint or a diverged run fails that run only, and the sweep exits non-zero
 naming the failed runs at the end.
@@ -23,8 +23,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from benchmark.runs.experiment import rerun_command, summary_line
-from benchmark.runs.replica_group import group_key, run_replicas
+from benchmark.runs.experiment import group_key, rerun_command, run_group, summary_line
 from benchmark.runs.validation import ConfigError
 from datamodules import DataError
 
@@ -93,7 +92,7 @@ class ReplicasLauncher(Launcher):
             _save_hydra_configs(sweep_config, task_config)
         HydraConfig.instance().set_config(members[0][0])  # the group's launcher settings
         try:
-            outcomes = run_replicas([task for _, task in members], commands)
+            outcomes = run_group([task for _, task in members], commands)
         except (ConfigError, DataError) as err:  # the same for every run of the sweep: stop
             sys.exit(f"error: {err}")
         returns = []

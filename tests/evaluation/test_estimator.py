@@ -7,7 +7,11 @@ import math
 import pytest
 import torch
 
-from benchmark.evaluation.estimator import estimate_log_likelihood, samples_per_chunk
+from benchmark.evaluation.estimator import (
+    estimate_log_likelihood,
+    floats_per_sample,
+    samples_per_chunk,
+)
 from benchmark.models.iwae import ImportanceWeightedAutoencoder
 from benchmark.randomness.seeding import make_generator
 from tests.conftest import PAPER_NETWORK, TINY_X, tiny_model
@@ -24,13 +28,13 @@ def test_chunk_size_respects_the_memory_cap(sampling: str) -> None:
     for cap in (2 << 30, 256 << 20, 16 << 20):
         chunk = samples_per_chunk(model, 2000, 100, cap)
         assert 1 <= chunk <= 2000
-        assert 4 * model.forward_floats(chunk, 100) <= cap or chunk == 1
-        assert chunk == 2000 or 4 * model.forward_floats(chunk + 1, 100) > cap
+        assert 4 * chunk * floats_per_sample(model, 100) <= cap or chunk == 1
+        assert chunk == 2000 or 4 * (chunk + 1) * floats_per_sample(model, 100) > cap
     assert samples_per_chunk(model, 2000, 100, 2 << 30, max_rows=5000) == 50
     assert samples_per_chunk(model, 2000, 100, 2 << 30, max_rows=50) == 1
 
 
-def test_forward_floats_bounds_the_real_activation_size() -> None:
+def test_floats_per_sample_bound_the_real_activation_size() -> None:
     """The estimate covers the tensors the forward pass actually creates (checked by counting
     the elements of every intermediate output with forward hooks)."""
     model = paper_model(random_encoder=True, random_decoder=True)
@@ -45,7 +49,7 @@ def test_forward_floats_bounds_the_real_activation_size() -> None:
         model.log_weights(x, 7)
     for hook in hooks:
         hook.remove()
-    assert sum(sizes) <= model.forward_floats(7, 10)
+    assert sum(sizes) <= 7 * floats_per_sample(model, 10)
 
 
 def test_estimate_does_not_depend_on_chunking_beyond_sampling_error() -> None:

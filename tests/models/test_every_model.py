@@ -1,5 +1,6 @@
 """The facts of PAPER.md section 5 for every model config in conf/model (the registered
 models), on tiny versions of their networks: a new model config gets these tests for free.
+The checks against exact marginals of tiny models are in ``test_bounds``.
 
 Every tolerance is a multiple (4 or 5) of the standard error of the compared statistic,
 estimated from the same draws.
@@ -15,9 +16,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from benchmark import kernels
 from benchmark.models.base import ImportanceWeightedModel
 from benchmark.models.bounds import iwae_bound
+from benchmark.randomness.noise import draw_stacked_normal
 from benchmark.runs.builders import build_model
 from benchmark.runs.config import CONFIG_DIR, compose_config
 from benchmark.training.stacked import StackedReplicas
@@ -46,7 +47,16 @@ def tiny(model: str, *overrides: str, seed: int = 0) -> ImportanceWeightedModel:
 
 
 def is_random(model: ImportanceWeightedModel) -> bool:
-    return bool(model.random_layers())
+    return any(layer.random for _, layer in model.gaussian_layers())
+
+
+def latent_noise_only(model: ImportanceWeightedModel, noise: dict) -> dict:
+    """``noise`` with the weight noise of every network left out (deterministic layers take
+    none)."""
+    return {
+        name: noise[name] if name in model.latent_sizes else [{} for _ in noise[name]]
+        for name in noise
+    }
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -71,10 +81,14 @@ def test_mean_bound_grows_with_k_and_stays_below_the_log_likelihood(name: str) -
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_vanishing_weight_std_gives_the_deterministic_models_numbers(name: str) -> None:
+@pytest.mark.parametrize("sampling", ["local", "shared"])
+def test_vanishing_weight_std_gives_the_deterministic_models_numbers(
+    name: str, sampling: str
+) -> None:
     """Random weights with every std -> 0 give the point-estimate model's log-weights for the
-    same latent noise, whatever their weight noise (the same seed and noise)."""
-    random = tiny(name)
+    same latent noise, whatever their weight noise (the same seed and noise), with either
+    weight sampling."""
+    random = tiny(name, f"model.weight_sampling={sampling}")
     if not is_random(random):
         pytest.skip(f"{name} has no random weights")
     deterministic = tiny(name, "model.random_encoder=false", "model.random_decoder=false")
@@ -87,42 +101,34 @@ def test_vanishing_weight_std_gives_the_deterministic_models_numbers(name: str) 
     x = TINY_X.repeat_interleave(5, dim=0)
     with torch.no_grad():
         noise = random.draw_noise(x, 25, torch.Generator().manual_seed(0))
-        latent_noise = noise[: len(random.latent_sizes)]
-        assert len(noise) > len(latent_noise)
-        expected = deterministic.log_weights_with_noise(x, latent_noise)
+        expected = deterministic.log_weights_with_noise(x, latent_noise_only(random, noise))
         got = random.log_weights_with_noise(x, noise)
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_importance_samples_see_different_weights_only_with_random_weights(name: str) -> None:
+@pytest.mark.parametrize("sampling", ["local", "shared"])
+def test_importance_samples_see_different_weights_only_with_random_weights(
+    name: str, sampling: str
+) -> None:
     """With all latent noise zero, the k samples of a data point differ only through their
-    weights: identical for point-estimate weights, different for random ones."""
-    model = tiny(name, "model.init_std=0.3")
-    x = TINY_X
+    weights: identical for point-estimate weights, different for random ones; and with local
+    sampling two copies of one data point get different weights too."""
+    model = tiny(name, "model.init_std=0.3", f"model.weight_sampling={sampling}")
+    x = TINY_X[:1].expand(2, -1)
     with torch.no_grad():
         noise = model.draw_noise(x, 8, torch.Generator().manual_seed(0))
-        for eps in noise[: len(model.latent_sizes)]:
-            eps.zero_()
+        for latent in model.latent_sizes:
+            noise[latent].zero_()
         log_w = model.log_weights_with_noise(x, noise)
-    if is_random(model):
-        assert log_w.std(0).min() > 1e-3
-    else:
+    if not is_random(model):
         torch.testing.assert_close(log_w, log_w[:1].expand_as(log_w), rtol=0, atol=1e-12)
-
-
-@pytest.mark.parametrize("name", MODELS)
-def test_shared_work_changes_nothing_but_the_cost(name: str) -> None:
-    """The estimator's once-per-batch :meth:`shared_work` gives the same log-weights as a
-    pass without it."""
-    model = tiny(name, "model.init_std=0.3")
-    with torch.no_grad():
-        shared = model.shared_work(TINY_X)
-        noise = model.draw_noise(TINY_X, 6, torch.Generator().manual_seed(1))
-        torch.testing.assert_close(
-            model.log_weights_with_noise(TINY_X, noise, shared),
-            model.log_weights_with_noise(TINY_X, noise),
-        )
+        return
+    assert log_w.std(0).min() > 1e-3
+    if sampling == "local":
+        assert (log_w[:, 0] - log_w[:, 1]).abs().min() > 1e-6
+    else:
+        torch.testing.assert_close(log_w[:, 0], log_w[:, 1], rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -147,58 +153,23 @@ def test_samples_and_reconstructions_are_pixel_means(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", MODELS)
-@pytest.mark.parametrize("sampling", ["local", "shared"])
-def test_default_path_matches_the_plain_reference_path(name: str, sampling: str) -> None:
-    """Every fast path of ``kernels=auto`` (fused layers, tanh, softplus and likelihood
-    kernels) against plain PyTorch (``kernels=reference``): the same log-weights and
-    gradients for the same noise."""
-    model = tiny(name, "model.init_std=0.3", f"model.weight_sampling={sampling}")
-    x = TINY_X.repeat_interleave(2, dim=0)
-    noise = model.draw_noise(x, 5, torch.Generator().manual_seed(0))
-    results = []
-    for mode in ("auto", "reference"):
-        with kernels.using(mode):
-            log_w = model.log_weights_with_noise(x, noise)
-            grads = torch.autograd.grad(log_w.sum(), list(model.parameters()))
-        results.append((log_w, grads))
-    (log_w, grads), (ref_log_w, ref_grads) = results
-    torch.testing.assert_close(log_w, ref_log_w, rtol=1e-10, atol=1e-10)
-    for got, expected in zip(grads, ref_grads, strict=True):
-        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-10)
-
-
-@pytest.mark.parametrize("name", MODELS)
-@pytest.mark.parametrize("mode", kernels.MODES)
-def test_stacked_replicas_are_the_models_alone(name: str, mode: str) -> None:
-    """Three models of one config stacked (:class:`StackedReplicas`): replica r's bound and
-    its slice of the stacked gradient are model r's own, for its own data and noise, both
-    through vmap (``reference``, the GPU path) and through views (``auto`` on CPUs); and the
-    training loss's gradient (on CPUs computed replica by replica in its forward) is theirs."""
+def test_stacked_replicas_are_the_models_alone(name: str) -> None:
+    """Three models of one config stacked (:class:`StackedReplicas`, vmap): replica r's bound
+    and its slice of the stacked gradient are model r's own, for its own data and noise."""
     models = [tiny(name, "model.init_std=0.3", seed=seed) for seed in range(3)]
-    xs = [TINY_X[torch.tensor(order)] for order in ([0, 1, 2], [2, 0, 1], [1, 1, 0])]
-    noise = [
-        m.draw_noise(x, 4, torch.Generator().manual_seed(r))
-        for r, (m, x) in enumerate(zip(models, xs, strict=True))
-    ]
-    with kernels.using(mode):
-        stacked = StackedReplicas(models)
-        bounds = stacked.bounds(xs, noise)
-        grads = torch.autograd.grad(bounds.square().sum(), list(stacked.stacked))
-        for r, model in enumerate(models):
-            own = iwae_bound(model.log_weights_with_noise(xs[r], noise[r]))
-            own_grads = torch.autograd.grad(own.square().sum(), list(model.parameters()))
-            torch.testing.assert_close(bounds[r], own, rtol=1e-12, atol=1e-12)
-            for stacked_grad, own_grad in zip(grads, own_grads, strict=True):
-                torch.testing.assert_close(stacked_grad[r], own_grad, rtol=1e-10, atol=1e-12)
-        loss, loss_bounds = stacked.loss(xs, noise)
-        loss_grads = torch.autograd.grad(2.0 * loss, list(stacked.stacked))
-        assert torch.equal(loss_bounds, bounds.detach()) and not loss_bounds.requires_grad
-        for r, model in enumerate(models):
-            own = -iwae_bound(model.log_weights_with_noise(xs[r], noise[r])).mean()
-            own_grads = torch.autograd.grad(2.0 * own, list(model.parameters()))
-            for stacked_grad, own_grad in zip(loss_grads, own_grads, strict=True):
-                torch.testing.assert_close(stacked_grad[r], own_grad, rtol=1e-10, atol=1e-12)
-        torch.testing.assert_close(loss, -bounds.detach().mean(-1).sum(), rtol=1e-12, atol=0)
+    xs = torch.stack([TINY_X[torch.tensor(o)] for o in ([0, 1, 2], [2, 0, 1], [1, 1, 0])])
+    generators = [torch.Generator().manual_seed(r) for r in range(3)]
+    noise = draw_stacked_normal(models[0].noise_shapes(3, 4), generators, xs)
+    stacked = StackedReplicas(models)
+    bounds = stacked.bounds(xs, noise)
+    grads = torch.autograd.grad(bounds.square().sum(), list(stacked.stacked))
+    for r, model in enumerate(models):
+        own_noise = model.draw_noise(xs[r], 4, torch.Generator().manual_seed(r))
+        own = iwae_bound(model.log_weights_with_noise(xs[r], own_noise))
+        own_grads = torch.autograd.grad(own.square().sum(), list(model.parameters()))
+        torch.testing.assert_close(bounds[r], own, rtol=1e-12, atol=1e-12)
+        for stacked_grad, own_grad in zip(grads, own_grads, strict=True):
+            torch.testing.assert_close(stacked_grad[r], own_grad, rtol=1e-10, atol=1e-12)
     assert not torch.allclose(bounds[0], bounds[1])  # the replicas do differ
     replica = stacked.replica(1)
     with torch.no_grad():

@@ -56,7 +56,7 @@ def test_a_signalled_job_requeues_itself_and_resumes(tmp_path: Path, data_dir: P
     reference_cfg = compose_config(
         [*RUN, f"results_dir={tmp_path / 'ref'}", f"data_dir={data_dir}"]
     )
-    reference = run(reference_cfg, Path(reference_cfg.run_dir))
+    reference = run(reference_cfg)
 
     sweep = tmp_path / "sweep"
     proc = subprocess.Popen(

@@ -1,5 +1,5 @@
-"""Replica groups (benchmark/runs/replica_group.py, hydra/launcher=replicas): each replica is
-the run it replaces, and resumes as one."""
+"""Groups of runs that differ only in their seeds (``run_group``, hydra/launcher=replicas):
+each replica is the run it replaces, and resumes as one."""
 
 from __future__ import annotations
 
@@ -14,11 +14,9 @@ from omegaconf import DictConfig
 
 from benchmark.runs.builders import LAST_CHECKPOINT
 from benchmark.runs.config import compose_config
-from benchmark.runs.experiment import PER_POINT_FILE, run
+from benchmark.runs.experiment import PER_POINT_FILE, run, run_group
 from benchmark.runs.metrics_log import read_epoch_metrics
-from benchmark.runs.replica_group import run_replicas
-from benchmark.training.module import TrainingDivergedError
-from benchmark.training.replicas import ReplicaLitModule
+from benchmark.training.module import ImportanceWeightedLitModule, TrainingDivergedError
 from tests.conftest import run_py
 
 TINY_RUN = [
@@ -35,8 +33,8 @@ TINY_RUN = [
     "trainer.enable_progress_bar=false",
 ]
 SEEDS = (0, 1, 2)
-# Tolerance of the vmap path (kernels=reference) against runs alone: batched and single
-# matmuls round differently (float32, ~1e-7 relative per op), and six Adam steps carry that
+# Tolerance of a group against its runs alone (groups of one): batched matmuls of R and of one
+# replica may round differently (float32, ~1e-7 relative per op), and six Adam steps carry that
 # into the parameters; 1e-5 relative leaves room for another BLAS, while the seeds' own numbers
 # differ by 1e-4 relative or more (7e-4 for the test log-likelihoods here): a replica that
 # mixed in another seed's initialisation, data or noise would show.
@@ -53,7 +51,7 @@ def alone(results: Path, data_dir: Path, *extra: str) -> list[dict]:
     out = []
     for seed in SEEDS:
         cfg = config(results, data_dir, seed, *extra)
-        out.append(run(cfg, Path(cfg.run_dir)))
+        out.append(run(cfg))
     return out
 
 
@@ -72,27 +70,25 @@ def per_point(result: dict) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def runs_alone(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict[str, list]:
-    """The three seeds trained one after another, 2 epochs, in both kernel modes."""
-    root = tmp_path_factory.mktemp("alone")
-    return {
-        mode: alone(root / mode, data_dir, "trainer.max_epochs=2", f"kernels={mode}")
-        for mode in ("auto", "reference")
-    }
+def runs_alone(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> list[dict]:
+    """The three seeds trained one after another, 2 epochs."""
+    return alone(tmp_path_factory.mktemp("alone"), data_dir, "trainer.max_epochs=2")
 
 
-@pytest.mark.parametrize("mode", ["auto", "reference"])
+@pytest.fixture(scope="module")
+def group_of_three(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> list[dict]:
+    """The three seeds trained as one group, 2 epochs."""
+    root = tmp_path_factory.mktemp("group")
+    return run_group([config(root, data_dir, s, "trainer.max_epochs=2") for s in SEEDS], [None] * 3)
+
+
 def test_replicas_give_the_numbers_of_the_runs_alone(
-    mode: str, runs_alone: dict[str, list], tmp_path: Path, data_dir: Path
+    runs_alone: list[dict], group_of_three: list[dict]
 ) -> None:
     """Per-epoch train and test bounds and the final test log-likelihood of a 3-replica
-    group equal the three runs alone: bitwise on the CPU fast path (each replica's own pass
-    over views of the stacked parameters), to float rounding (``RTOL``) through vmap."""
-    cfgs = [config(tmp_path, data_dir, s, "trainer.max_epochs=2", f"kernels={mode}") for s in SEEDS]
-    grouped = run_replicas(cfgs, [None] * len(cfgs))
-    expected = runs_alone[mode]
-    rtol = 0.0 if mode == "auto" else RTOL
-    for got, want in zip(grouped, expected, strict=True):
+    group equal the three runs alone to float rounding (``RTOL``)."""
+    rtol = RTOL
+    for got, want in zip(group_of_three, runs_alone, strict=True):
         assert got["protocol_id"] == want["protocol_id"] and got["seed"] == want["seed"]
         assert got["replica_group"] == {"seeds": list(SEEDS), "index": SEEDS.index(got["seed"])}
         assert set(curves(got)) == {0, 1}
@@ -103,41 +99,50 @@ def test_replicas_give_the_numbers_of_the_runs_alone(
         torch.testing.assert_close(per_point(got), per_point(want), rtol=rtol, atol=0)
         assert (Path(got["config"]["run_dir"]) / "samples.png").is_file()
     # The seeds differ by far more than the tolerance: a mixed-up replica would show.
-    lls = [r["test_ll"] for r in expected]
+    lls = [r["test_ll"] for r in runs_alone]
     assert min(abs(a - b) for a in lls for b in lls if a != b) > 10 * RTOL * abs(lls[0])
 
 
 def test_replicas_resume_alone_or_in_any_group(
-    runs_alone: dict[str, list], tmp_path: Path, data_dir: Path
+    runs_alone: list[dict], group_of_three: list[dict], tmp_path: Path, data_dir: Path
 ) -> None:
     """Seed 0 finished, seeds 1 and 2 interrupted after epoch 1 (checkpoints written by a
-    replica group): a group over all three skips seed 0 and resumes 1 and 2 together, and a
-    group checkpoint resumes its run alone too; all bitwise the uninterrupted runs."""
-    expected = runs_alone["auto"]
+    group of three): a group over all three skips seed 0 and resumes 1 and 2 together, and a
+    group checkpoint resumes its run alone too; each equals its uninterrupted run to float
+    rounding, and bitwise where the group is the same (``test_runner`` resumes runs alone)."""
+    expected = runs_alone
     half = tmp_path / "half"  # epoch 1 of 2, as a group: the state an interruption leaves
-    run_replicas([config(half, data_dir, s, "trainer.max_epochs=1") for s in SEEDS], [None] * 3)
-    full, alone_dir = tmp_path / "full", tmp_path / "alone"
+    run_group([config(half, data_dir, s, "trainer.max_epochs=1") for s in SEEDS], [None] * 3)
+    full, alone_dir, same = tmp_path / "full", tmp_path / "alone", tmp_path / "same"
     cfgs = [config(full, data_dir, s, "trainer.max_epochs=2") for s in SEEDS]
+    same_group = [config(same, data_dir, s, "trainer.max_epochs=2") for s in SEEDS]
     shutil.copytree(Path(expected[0]["config"]["run_dir"]), cfgs[0].run_dir)
-    for s in (1, 2):
+    for s in SEEDS:
         source = Path(config(half, data_dir, s, "trainer.max_epochs=1").run_dir) / LAST_CHECKPOINT
-        for target in (
-            cfgs[s].run_dir,
-            config(alone_dir, data_dir, s, "trainer.max_epochs=2").run_dir,
-        ):
+        targets = [same_group[s].run_dir]
+        if s > 0:
+            targets += [
+                cfgs[s].run_dir,
+                config(alone_dir, data_dir, s, "trainer.max_epochs=2").run_dir,
+            ]
+        for target in targets:
             (Path(target) / LAST_CHECKPOINT).parent.mkdir(parents=True)
             shutil.copy(source, Path(target) / LAST_CHECKPOINT)
+    for got, want in zip(run_group(same_group, [None] * 3), group_of_three, strict=True):
+        assert got["test_ll"] == want["test_ll"]  # the same group resumed: bitwise
+        assert torch.equal(per_point(got), per_point(want))
     stored = json.loads((Path(cfgs[0].run_dir) / "result.json").read_text())
 
-    grouped = run_replicas(cfgs, [None] * 3)
+    grouped = run_group(cfgs, [None] * 3)
     assert grouped[0] == stored  # finished: not trained again
     resumed = [grouped[1], grouped[2]]
-    cfg = config(alone_dir, data_dir, 1, "trainer.max_epochs=2")
-    resumed.append(run(cfg, Path(cfg.run_dir)))  # a group's checkpoint, resumed alone
+    resumed.append(run(config(alone_dir, data_dir, 1, "trainer.max_epochs=2")))  # alone
     for got, want in zip(resumed, [expected[1], expected[2], expected[1]], strict=True):
-        assert got["test_ll"] == want["test_ll"]
-        assert got["train_bound_last_epoch"] == want["train_bound_last_epoch"]
-        assert torch.equal(per_point(got), per_point(want))
+        assert got["test_ll"] == pytest.approx(want["test_ll"], rel=RTOL, abs=0)
+        assert got["train_bound_last_epoch"] == pytest.approx(
+            want["train_bound_last_epoch"], rel=RTOL, abs=0
+        )
+        torch.testing.assert_close(per_point(got), per_point(want), rtol=RTOL, atol=0)
         assert set(curves(got)) == {1}  # only the epoch after the checkpoint was trained
 
 
@@ -181,15 +186,17 @@ def test_a_diverged_replica_fails_alone(
 ) -> None:
     """A replica whose bound becomes NaN is reported (one line, its seed) and not
     checkpointed; the others of its group train on and finish."""
-    poison = ReplicaLitModule.init_output_bias
+    poison = ImportanceWeightedLitModule.init_output_bias
 
-    def nan_output_bias_for_seed_1(self: ReplicaLitModule, pixel_mean: torch.Tensor) -> None:
+    def nan_output_bias_for_seed_1(
+        self: ImportanceWeightedLitModule, pixel_mean: torch.Tensor
+    ) -> None:
         poison(self, pixel_mean)
         self.replica(1).output_layer().bias.data.fill_(float("nan"))
 
-    monkeypatch.setattr(ReplicaLitModule, "init_output_bias", nan_output_bias_for_seed_1)
+    monkeypatch.setattr(ImportanceWeightedLitModule, "init_output_bias", nan_output_bias_for_seed_1)
     cfgs = [config(tmp_path, data_dir, s, "trainer.max_epochs=2") for s in (0, 1)]
-    healthy, diverged = run_replicas(cfgs, [None] * 2)
+    healthy, diverged = run_group(cfgs, [None] * 2)
     assert healthy["epochs"] == 2 and math.isfinite(healthy["test_ll"])
     assert isinstance(diverged, TrainingDivergedError)
     assert "seed 1" in str(diverged) and "no checkpoint was written" in str(diverged)

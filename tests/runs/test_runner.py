@@ -200,7 +200,7 @@ def test_a_run_busy_in_another_process_is_skipped(tmp_path: Path, data_dir: Path
     assert proc.returncode == 0
     assert "another process is running it" in proc.stdout + proc.stderr
     assert not (run_dir / "result.json").exists()
-    assert run(cfg, run_dir) is not None  # free again: the run goes ahead
+    assert run(cfg) is not None  # free again: the run goes ahead
 
 
 @pytest.mark.slow
@@ -337,7 +337,7 @@ def test_a_diverged_run_reports_one_line(tmp_path: Path, data_dir: Path) -> None
     proc = run_py(*diverging, data_dir=data_dir)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: the training bound is nan in epoch 0: training diverged")
+    assert last.startswith("error: seed 0: the training bound is nan in epoch 0: training diverged")
     assert "no checkpoint was written" in last
 
 

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from benchmark import kernels
 from benchmark.runs.builders import build_trainer
 from benchmark.runs.config import compose_config
+from benchmark.training import callbacks
 from benchmark.training.callbacks import CudaGraphCheck
 
 
@@ -21,7 +21,7 @@ def test_the_check_warns_once_when_a_gpu_fit_ran_passes_without_graphs(
     device: str, skipped: int, warned: bool, monkeypatch: pytest.MonkeyPatch, caplog
 ) -> None:
     counts = iter([5, 5 + skipped, 5 + 2 * skipped])  # the counter before, after epochs 1, 2
-    monkeypatch.setattr(kernels, "cudagraph_skips", lambda: next(counts))
+    monkeypatch.setattr(callbacks, "cudagraph_skips", lambda: next(counts))
     trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)))
     check = CudaGraphCheck()
     with caplog.at_level(logging.WARNING):
@@ -36,6 +36,6 @@ def test_the_check_warns_once_when_a_gpu_fit_ran_passes_without_graphs(
 
 
 @pytest.mark.parametrize(("compile", "checked"), [("reduce-overhead", True), ("true", False)])
-def test_graphed_runs_get_the_check(compile: str, checked: bool) -> None:
-    trainer = build_trainer(compose_config([f"compile={compile}", "logger=[]"]))
+def test_graphed_runs_get_the_check(compile: str, checked: bool, tmp_path) -> None:
+    trainer = build_trainer(compose_config([f"compile={compile}", "logger=[]"]), [tmp_path])
     assert any(isinstance(c, CudaGraphCheck) for c in trainer.callbacks) == checked

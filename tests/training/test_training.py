@@ -14,14 +14,20 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import CSVLogger
 
-from benchmark import kernels
 from benchmark.evaluation.estimator import estimate_log_likelihood
-from benchmark.runs.builders import build_datamodule, build_model, build_module, build_trainer
+from benchmark.randomness.noise import draw_stacked_normal
+from benchmark.runs.builders import (
+    build_datamodule,
+    build_group_datamodule,
+    build_model,
+    build_module,
+    build_trainer,
+)
 from benchmark.runs.config import CONFIG_DIR, compose_config
-from benchmark.runs.experiment import train_and_evaluate
+from benchmark.runs.experiment import run
 from benchmark.runs.metrics_log import read_epoch_metrics
 from benchmark.runs.validation import validate
-from benchmark.training.module import ImportanceWeightedLitModule, TrainingDivergedError
+from benchmark.training.module import TrainingDivergedError
 from benchmark.training.stacked import StackedReplicas
 from tests.conftest import run_py
 
@@ -47,19 +53,25 @@ def small_run_config(tmp_path: Path, data_dir: Path, *overrides: str):
     )
 
 
+def group_of_one(cfg):
+    """The data module, Lightning module and trainer of the run ``cfg`` (a group of one)."""
+    datamodule = build_group_datamodule([cfg])
+    module = build_module([cfg], datamodule.x_dim)
+    return datamodule, module, build_trainer(cfg, [Path(cfg.run_dir)])
+
+
 @pytest.mark.parametrize("model", MODELS)
 def test_one_short_epoch_improves_the_bound(model: str, tmp_path: Path, data_dir: Path) -> None:
     cfg = small_run_config(tmp_path, data_dir, f"model={model}", "dataset.train_subset=2000")
-    datamodule = build_datamodule(cfg)
-    trainer = build_trainer(cfg)
-    module = build_module(cfg, datamodule.x_dim)
+    datamodule, module, trainer = group_of_one(cfg)
     datamodule.setup()
-    module.net.init_output_bias(datamodule.train_pixel_mean())
+    module.init_output_bias(datamodule.train_pixel_mean())
     x = datamodule.test_data[:300]
+    net = module.replica(0)
 
     def bound() -> torch.Tensor:
         with torch.no_grad():
-            return module.net.bound(x, module.net.k, torch.Generator().manual_seed(0))
+            return net.bound(x, net.k, torch.Generator().manual_seed(0))
 
     before = bound()
     trainer.fit(module, datamodule=datamodule)
@@ -67,8 +79,8 @@ def test_one_short_epoch_improves_the_bound(model: str, tmp_path: Path, data_dir
     assert trainer.global_step == 20
     assert gain.mean() > 5 * gain.std() / math.sqrt(gain.numel())
     assert gain.mean() > 10.0  # nats: early training moves fast from the pixel-mean model
-    logged = trainer.callback_metrics["train/bound"]
-    assert torch.isfinite(logged) and -600 < logged < -50
+    (logged,) = module.last_train_bounds
+    assert -600 < logged < -50
 
 
 def test_logged_train_bound_is_the_epoch_mean_of_the_minibatch_bounds(
@@ -83,12 +95,13 @@ def test_logged_train_bound_is_the_epoch_mean_of_the_minibatch_bounds(
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             step_bounds[trainer.current_epoch].append(-outputs["loss"].item())
 
-    datamodule = build_datamodule(cfg)
-    trainer = build_trainer(cfg)
+    datamodule, module, trainer = group_of_one(cfg)
     trainer.callbacks.append(RecordStepBounds())
-    trainer.loggers = [CSVLogger(tmp_path, name="csv")]
-    trainer.fit(build_module(cfg, datamodule.x_dim), datamodule=datamodule)
-    with open(Path(trainer.loggers[0].log_dir) / "metrics.csv") as f:
+    logger = CSVLogger(tmp_path, name="csv")
+    module.replica_loggers = [[logger]]
+    trainer.fit(module, datamodule=datamodule)
+    logger.save()
+    with open(Path(logger.log_dir) / "metrics.csv") as f:
         logged = [float(row["train/bound"]) for row in csv.DictReader(f) if row["train/bound"]]
     assert [len(b) for b in step_bounds.values()] == [4, 4]
     expected = [sum(b) / len(b) for b in step_bounds.values()]
@@ -98,12 +111,11 @@ def test_logged_train_bound_is_the_epoch_mean_of_the_minibatch_bounds(
 
 def test_training_nan_stops_with_a_clear_error(tmp_path: Path, data_dir: Path) -> None:
     cfg = small_run_config(tmp_path, data_dir, "model=iwaer", "dataset.train_subset=200")
-    datamodule = build_datamodule(cfg)
-    module = build_module(cfg, datamodule.x_dim)
+    datamodule, module, trainer = group_of_one(cfg)
     with torch.no_grad():
-        module.net.decoder.layers[0].weight[0, 0] = float("nan")
+        module.replica(0).decoder.layers[0].weight[0, 0] = float("nan")
     with pytest.raises(TrainingDivergedError, match=r"diverged.*Lower optim\.lr"):
-        build_trainer(cfg).fit(module, datamodule=datamodule)
+        trainer.fit(module, datamodule=datamodule)
 
 
 def test_same_config_and_seed_give_identical_results(tmp_path: Path, data_dir: Path) -> None:
@@ -117,7 +129,7 @@ def test_same_config_and_seed_give_identical_results(tmp_path: Path, data_dir: P
     for name in ("a", "b", "c"):
         seed = "seed=1" if name == "c" else "seed=0"
         cfg = small_run_config(tmp_path / name, data_dir, *overrides, seed)
-        results.append(train_and_evaluate(cfg, tmp_path / name))
+        results.append(run(cfg))
     assert results[0]["test_ll"] == results[1]["test_ll"]
     assert results[0]["train_bound_last_epoch"] == results[1]["train_bound_last_epoch"]
     assert results[0]["test_ll"] != results[2]["test_ll"]
@@ -171,16 +183,15 @@ PAPER_MODELS = {
 def test_every_config_composes_and_instantiates(model: str, dataset: str, experiment: str) -> None:
     cfg = compose_config([f"model={model}", f"dataset={dataset}", f"experiment={experiment}"])
     validate(cfg)
-    module = build_module(cfg, 784)
+    net = build_module([cfg], 784).replica(0)
     datamodule = build_datamodule(cfg)
     assert cfg.model.name == model and datamodule.name == cfg.dataset.name
     assert f"{cfg.dataset.name}/{model}/" in cfg.run_dir
     if model in PAPER_MODELS:
-        random = (
-            bool(module.net.encoder.random_layers()),
-            bool(module.net.decoder.random_layers()),
+        random = tuple(
+            any(layer.random for layer in mlp.layers) for mlp in (net.encoder, net.decoder)
         )
-        assert (*random, module.net.k) == PAPER_MODELS[model]
+        assert (*random, net.k) == PAPER_MODELS[model]
 
 
 def test_protocol_id_separates_protocols_but_not_paths() -> None:
@@ -199,14 +210,14 @@ def test_compiled_training_bound_matches_eager(model: str, mode: bool | str) -> 
     compiled pass): the same noise (drawn eagerly) and the same bound and gradients up to
     float rounding."""
     cfg = compose_config([f"model={model}", "network.hidden=[32]", "network.latent=4"])
-    eager = build_module(cfg, 784)
+    eager = build_module([cfg], 784)
     cfg.compile = mode
-    compiled = build_module(cfg, 784)
+    compiled = build_module([cfg], 784)
     compiled.load_state_dict(eager.state_dict())
     x = torch.bernoulli(torch.full((10, 784), 0.2), generator=torch.Generator().manual_seed(0))
     bounds, grads = [], []
     for module in (eager, compiled):
-        loss = module.training_step(x, 0)
+        loss = module.training_step([x], 0)
         loss.backward()
         bounds.append(loss.detach())
         grads.append(torch.cat([p.grad.flatten() for p in module.parameters()]))
@@ -220,7 +231,7 @@ def test_training_optimizer_is_the_papers_adam_fused() -> None:
     cfg = compose_config(
         ["model=iwaer", "network.hidden=[16]", "network.latent=3", "optim.lr=0.01"]
     )
-    module = build_module(cfg, 784)
+    module = build_module([cfg], 784)
     optimizer = module.configure_optimizers()
     group = optimizer.param_groups[0]
     assert isinstance(optimizer, torch.optim.Adam) and group["fused"]
@@ -259,7 +270,7 @@ def test_every_compiled_run_of_a_one_process_sweep_is_compiled(
             "dataset.train_subset=200",
             "dataset.test_subset=100",
         )
-        train_and_evaluate(cfg, tmp_path / str(i))
+        run(cfg)
     hit = ("recompile_limit", "cache_size_limit")  # the limit's name before torch 2.7
     assert not [r for r in caplog.records if any(name in r.getMessage() for name in hit)]
 
@@ -293,7 +304,7 @@ def test_test_ll_monitor_is_the_estimate_on_the_monitor_points_and_leaves_traini
             ]
         )
         run_dir = run_dirs[every] = Path(cfg.run_dir)
-        results[every] = train_and_evaluate(cfg, run_dir)
+        results[every] = run(cfg)
         metrics[every] = read_epoch_metrics(run_dir)
     monitored = {e: v["test/ll_monitor"] for e, v in metrics[2].items() if "test/ll_monitor" in v}
     assert sorted(monitored) == [1, 3]  # 0-based epochs: after epochs 2 and 4
@@ -304,40 +315,31 @@ def test_test_ll_monitor_is_the_estimate_on_the_monitor_points_and_leaves_traini
 
     cfg = small_run_config(tmp_path, data_dir, *overrides)
     datamodule = build_datamodule(cfg)
-    module = ImportanceWeightedLitModule.load_from_checkpoint(
-        run_dirs[2] / "checkpoints" / "last.ckpt", map_location="cpu", net=build_model(cfg, 784)
-    )
+    checkpoint = torch.load(run_dirs[2] / "checkpoints" / "last.ckpt", weights_only=False)
+    net = build_model(cfg, 784)
+    net.load_state_dict({k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items()})
     estimate = estimate_log_likelihood(
-        module.net, datamodule.monitor_points(150), n_samples=30, seed=3, progress=False
+        net, datamodule.monitor_points(150), n_samples=30, seed=3, progress=False
     )
     assert monitored[3] == pytest.approx(estimate.mean, abs=1e-4)
     assert monitored[3] > monitored[1]  # training improves it
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["auto", "reference"])
-def test_compiled_stacked_replicas_match_eager(mode: str) -> None:
-    """compile=true on a replica group: the compiled vmap (GPU path) and the compiled pass per
-    replica (CPU fast path) give the eager bounds and gradients up to float rounding."""
+def test_compiled_stacked_replicas_match_eager() -> None:
+    """compile=true on a group of three: the compiled vmap gives the eager bounds and
+    gradients up to float rounding."""
     cfg = compose_config(["model=iwaer", "network.hidden=[32]", "network.latent=4"])
-    nets = [build_module(cfg, 784).net for _ in range(3)]
-    xs = [
-        torch.bernoulli(torch.full((10, 784), 0.2), generator=torch.Generator().manual_seed(r))
-        for r in range(3)
-    ]
-    noise = [
-        net.draw_noise(x, 5, torch.Generator().manual_seed(r))
-        for r, (net, x) in enumerate(zip(nets, xs, strict=True))
-    ]
+    nets = [build_model(cfg, 784) for _ in range(3)]
+    generators = [torch.Generator().manual_seed(r) for r in range(3)]
+    xs = torch.bernoulli(torch.full((3, 10, 784), 0.2), generator=generators[0])
+    noise = draw_stacked_normal(nets[0].noise_shapes(10, 5), generators, xs)
     results = []
-    with kernels.using(mode):
-        for compile_mode in (False, True):
-            stacked = StackedReplicas(nets, compile=compile_mode)
-            bounds = stacked.bounds(xs, noise)
-            bounds.mean(-1).sum().backward()  # the group's loss, up to its sign
-            results.append(
-                (bounds.detach(), torch.cat([p.grad.flatten() for p in stacked.stacked]))
-            )
+    for compile_mode in (False, True):
+        stacked = StackedReplicas(nets, compile=compile_mode)
+        bounds = stacked.bounds(xs, noise)
+        bounds.mean(-1).sum().backward()  # the group's loss, up to its sign
+        results.append((bounds.detach(), torch.cat([p.grad.flatten() for p in stacked.stacked])))
     (bounds, grads), (compiled_bounds, compiled_grads) = results
     torch.testing.assert_close(compiled_bounds, bounds, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(compiled_grads, grads, rtol=1e-4, atol=1e-4)
