@@ -4,7 +4,6 @@ those below it, and no code outside a few named capability checks branches on th
 from __future__ import annotations
 
 import ast
-import re
 
 import pytest
 
@@ -66,6 +65,7 @@ CAPABILITY_CHECKS = {
     ("benchmark/training/module.py", "adam"): "fused Adam exists for CPU and CUDA tensors",
     ("benchmark/training/callbacks.py", "on_train_epoch_end"): "CUDA graphs exist on GPUs only",
     ("benchmark/runs/resources.py", "apply_job_resources"): "GPUs to divide among jobs",
+    ("benchmark/runs/provenance.py", "device_name"): "the processor named in result files",
 }
 
 

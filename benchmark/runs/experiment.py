@@ -47,6 +47,7 @@ from benchmark.runs.builders import (
     test_ll_monitor,
 )
 from benchmark.runs.provenance import (
+    device_name,
     git_state,
     package_versions,
     protocol_choices,
@@ -331,6 +332,7 @@ def finish_run(
         "machine": {
             "platform": platform.platform(),
             "device": str(test_data.device),
+            "device_name": device_name(test_data.device),
             "torch_threads": torch.get_num_threads(),
         },
         "wall_time_s": {

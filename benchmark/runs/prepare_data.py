@@ -12,8 +12,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from benchmark.runs.config import CONFIG_DIR, compose_config
 from benchmark.runs.builders import build_datamodule
+from benchmark.runs.config import CONFIG_DIR, compose_config
 from datamodules import DataError
 
 

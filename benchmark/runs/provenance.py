@@ -11,6 +11,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 PACKAGES = (
@@ -76,6 +77,18 @@ def protocol_choices(cfg: DictConfig) -> dict[str, Any]:
         "train_subset": cfg.dataset.train_subset,
         "test_subset": cfg.dataset.test_subset,
     }
+
+
+def device_name(device: torch.device) -> str:
+    """The model of the processor that ran a result (bitwise reruns need the same one): the
+    GPU's name, or the CPU's model name from ``/proc/cpuinfo`` (the platform's where there is
+    none)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    names = [line.partition(":")[2].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor() or platform.machine()
 
 
 def package_versions() -> dict[str, str | None]:
