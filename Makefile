@@ -62,7 +62,11 @@ test-gpu: install
 smoke: install
 	$(BIN)/python run.py experiment=smoke
 
-# Speed benchmark -> results/bench.json, results/bench.md (`make bench BENCH_ARGS="device=cuda"`).
+# Speed benchmark -> results/bench.{json,md} (on a GPU results/bench_cuda.*): each model's
+# training step and evaluation per compile mode, replica groups, paper Table 1 projected.
+# Options (benchmark/speed/bench.py) in BENCH_ARGS, e.g. "device=cpu baseline=../old": the
+# default step of a checkout of an earlier commit (`git worktree add ../old HEAD~1`) timed
+# back to back with this one's.
 BENCH_ARGS ?=
 bench: install
 	$(BIN)/python -m benchmark.speed $(BENCH_ARGS)

@@ -12,8 +12,7 @@ import pytest
 import torch
 
 from benchmark.evaluation.estimator import estimate_log_likelihood
-from benchmark.runs.experiment import PER_POINT_FILE, run
-from benchmark.runs.replica_group import run_replicas
+from benchmark.runs.experiment import PER_POINT_FILE, run, run_group
 from benchmark.speed import bench
 from tests.conftest import TINY_X, exact_log_marginal, tiny_model
 from tests.runs.test_replicas import RTOL, config
@@ -27,7 +26,7 @@ def accelerator(device: str) -> str:
 
 def train(results: Path, data_dir: Path, device: str, seed: int = 0, *extra: str) -> dict:
     cfg = config(results, data_dir, seed, accelerator(device), "trainer.max_epochs=2", *extra)
-    return run(cfg, Path(cfg.run_dir))
+    return run(cfg)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -67,7 +66,7 @@ def test_replicas_give_the_runs_alone_on_the_device(
         config(tmp_path / "group", data_dir, s, accelerator(device), "trainer.max_epochs=2")
         for s in (0, 1, 2)
     ]
-    grouped = run_replicas(cfgs, [None] * 3)
+    grouped = run_group(cfgs, [None] * 3)
     for got, want in zip(grouped, alone, strict=True):
         assert got["test_ll"] == pytest.approx(want["test_ll"], rel=RTOL, abs=0)
         assert got["train_bound_last_epoch"] == pytest.approx(
@@ -100,30 +99,28 @@ def test_the_cuda_graph_step_gives_the_eager_numbers(
         )
         for s in (0, 1)
     ]
-    grouped = run_replicas(cfgs, [None] * 2)
+    grouped = run_group(cfgs, [None] * 2)
     assert grouped[0]["test_ll"] == pytest.approx(eager["test_ll"], rel=1e-4, abs=0)
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_the_benchmark_runs_on_the_device(device: str, tmp_path: Path, data_dir: Path) -> None:
+def test_the_benchmark_runs_on_the_device(device: str, tmp_path: Path) -> None:
+    """Eager and CUDA-graph steps of one model, alone and as a group (on a CPU,
+    compile=reduce-overhead compiles without graphs)."""
     from tests.speed.test_speed import TINY
 
-    argv = [*TINY, f"device={device}", "replicas=[1,5]", f"out={tmp_path}", f"data_dir={data_dir}"]
-    bench.main([*argv, "replica_graphs=true"])  # the GPU default; on CPUs compile=true
+    modes = ["false", "reduce-overhead"]
+    argv = [*TINY, "models=[iwae]", f"compile=[{','.join(modes)}]", f"device={device}"]
+    assert bench.main([*argv, f"out={tmp_path}"]) == 0
     stem = "bench_cuda" if device == "cuda" else "bench"
     result = json.loads((tmp_path / f"{stem}.json").read_text())
     assert result["machine"]["device"].startswith(device)
-    modes = {False, "reduce-overhead"}
-    assert {(r["compile"], r["replicas"]) for r in result["replicas"]} == {
-        (mode, n) for mode in modes for n in (1, 5)
+    assert {(t["compile"], t["replicas"]) for t in result["train"]} == {
+        (mode, r) for mode in modes for r in (1, 5)
     }
-    assert {e["compile"] for e in result["group_epochs"]} == modes
+    assert {e["compile"] for e in result["eval"]} == set(modes)
     # Graphed passes run without CUDA graphs: none on a GPU; on a CPU every one of them.
-    graphed = [r for r in result["replicas"] + result["group_epochs"] if r["compile"]]
-    skips = [r["cudagraph_skips"] for r in graphed]
-    assert all(n == 0 for n in skips) if device == "cuda" else all(n > 0 for n in skips)
-    table1 = result["table1"]
-    assert set(table1["replicas_h_by_compile"]) == {"false", "reduce-overhead"}
-    assert table1["replicas_h"] == min(table1["replicas_h_by_compile"].values()) > 0
-    markdown = (tmp_path / f"{stem}.md").read_text()
-    assert "Whole Table 1" in markdown and "replicas h, `compile=reduce-overhead`" in markdown
+    skips = result["cudagraph_skips"]
+    assert skips == 0 if device == "cuda" else skips > 0
+    assert all(c["sequential_h"] > 0 and c["replicas_h"] > 0 for c in result["table1"])
+    assert "| iwae | reduce-overhead | 5 |" in (tmp_path / f"{stem}.md").read_text()

@@ -54,7 +54,7 @@ from benchmark.runs.provenance import (
     protocol_config,
     protocol_id,
 )
-from benchmark.runs.resources import apply_job_resources, retain_freed_memory
+from benchmark.runs.resources import apply_job_resources, configure_cpu
 from benchmark.runs.validation import ConfigError, validate
 from benchmark.runs.wandb_logging import offline_sync_hint
 from benchmark.training.callbacks import save_image_grids
@@ -191,14 +191,14 @@ def run_group(cfgs: Sequence[DictConfig], commands: Sequence[str | None]) -> lis
 
 
 def prepare_process(cfg: DictConfig) -> None:
-    """This process's settings for a run of ``cfg``: warnings, threads and device, the
-    allocator, empty compile caches, and the global seed."""
+    """This process's settings for a run of ``cfg``: warnings, threads and device, fast CPU
+    arithmetic, empty compile caches, and the global seed."""
     # Lightning's hints for DataLoader-based pipelines do not apply to device-resident data,
     # and metrics here are logged per epoch, not every n steps.
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     apply_job_resources(cfg)
-    retain_freed_memory()
+    configure_cpu()
     if cfg.compile:  # a sweep's runs share one process (Hydra's basic launcher)
         fresh_compile_caches()
     pl.seed_everything(cfg.seed, workers=False, verbose=False)

@@ -1,5 +1,3 @@
-"""The speed harness (``python -m benchmark.speed``, ``make bench``): timings against the
-device's matmul peak and minimal FLOP counts (``bench``, ``flops``, ``timing``),
-straightforward implementations to compare with (``reference``), the report
-(``report``) and the projected wall time printed before a sweep (``eta``). Nothing outside
-this package imports it."""
+"""The speed harness: ``python -m benchmark.speed`` (``make bench``, :mod:`.bench`), the
+projected wall time printed before a sweep (:mod:`.eta`) and the timing tools (:mod:`.timing`).
+Nothing outside this package imports it."""

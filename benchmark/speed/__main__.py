@@ -1,5 +1,7 @@
 """``python -m benchmark.speed [key=value ...]``: the speed benchmark (``make bench``)."""
 
+import sys
+
 from benchmark.speed.bench import main
 
-main()
+sys.exit(main(sys.argv[1:]))

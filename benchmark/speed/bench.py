@@ -1,691 +1,296 @@
-"""Speed benchmark: ``python -m benchmark.speed [key=value ...]`` (``make bench``).
-
-Measures, in one process so every ratio compares numbers of the same run:
-
-1. the peak fp32 matmul rate of the device at the shapes the models use (forward and both
-   backward products of every layer);
-2. one training step (forward, backward, Adam) of each model against its minimal matmul FLOP
-   count (:mod:`benchmark.speed.flops`) at that peak: the GEMM-bound time; and the noise floor, its
-   standard normals at the rate :mod:`benchmark.randomness.noise` draws them alone;
-3. one Lightning epoch (data, binarization, logging) against as many bare steps;
-4. the S-sample test log-likelihood: importance samples per second, GEMM-bound ratio, peak
-   memory against the configured cap;
-5. straightforward references (:mod:`benchmark.speed.reference`);
-6. bf16 autocast and ``torch.compile``: speed-up of the step and how much the bound
-   changes; the evaluation under ``torch.compile``;
-7. replica groups of R seeds against R runs, eagerly and (by default on GPUs) with CUDA
-   graphs, a group's Lightning epoch, and the paper Table 1 projected
-   (:mod:`benchmark.speed.replicas`, :mod:`benchmark.speed.epochs`);
-
-and profiles each measured path to name the ops its time goes to. Writes ``bench.json`` and
-``bench.md`` (:mod:`benchmark.speed.report`) to ``out`` (``bench_cuda.*`` on GPUs); stopped
-by SIGTERM (``timeout``, a job's time limit), it writes the measurements it finished to
-``bench[_cuda].partial.json``. Options are the fields of :class:`BenchConfig`, e.g.
-``python -m benchmark.speed device=cuda compile=false``.
+"""Speed benchmark: ``python -m benchmark.speed [key=value ...]`` (``make bench``) writes
+``bench.json`` and ``bench.md`` to ``out`` (``bench_cuda.*`` on GPUs). Per model (by default
+at the paper's sizes) and ``compile`` mode: the training step of replica groups of R runs
+(:func:`~benchmark.speed.eta.group_step`) against R runs alone, its FLOPs
+(``FlopCounterMode``) per second against an fp32 matmul's, and one chunk of the S-sample
+estimator (:func:`~benchmark.speed.eta.eval_chunk`) projected to 1,000 test points; each with
+its compile time, its first call minus a warm call (a model's first variant in a mode compiles
+from empty in-process caches). Then paper Table 1 projected in each cell's fastest mode, and
+with ``baseline=PATH`` the default step of an earlier checkout against this one's
+(:func:`~benchmark.speed.timing.compare_with_baseline`). Times are the best of ``repeats``
+rounds in which a model's variants take turns; SIGTERM (a time limit) writes what was
+measured so far to ``bench[_cuda].partial.json``.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
-import math
-import os
 import platform
 import signal
 import sys
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.flop_counter import FlopCounterMode
 
-from benchmark import kernels
-from benchmark.evaluation.estimator import estimate_log_likelihood
-from benchmark.models.base import ImportanceWeightedModel
-from benchmark.randomness.noise import standard_normal
-from benchmark.runs.builders import build_datamodule, build_module
+from benchmark import compilation
+from benchmark.runs.builders import build_model
 from benchmark.runs.config import compose_config
-from benchmark.runs.provenance import git_state, package_versions
-from benchmark.speed.epochs import measure_group_epoch, measure_lightning_epoch
-from benchmark.speed.flops import forward_flops, layer_matmuls, train_step_flops
-from benchmark.speed.reference import LoopIWAER, PlainIWAE
-from benchmark.speed.replicas import TABLE1_SEEDS, measure_replicas, project_table1
-from benchmark.speed.report import TARGETS, render_markdown
-from benchmark.speed.steps import BoundFn, run_bound, train_step
-from benchmark.speed.timing import (
-    PeakMemory,
-    profile_ops,
-    seconds_per_call,
-    seconds_per_call_each,
-    synchronize,
-)
+from benchmark.runs.provenance import device_name, git_state
+from benchmark.runs.resources import available_cores, configure_cpu
+from benchmark.speed.eta import CellTime, eval_chunk, group_step, projected_run_seconds
+from benchmark.speed.timing import MODELS, X_DIM, compare_with_baseline, time_each
 
-# Model variants measured, as config overrides on top of the benchmark's sizes.
-VARIANTS: dict[str, list[str]] = {
-    "iwae": ["model=iwae"],
-    "iwaer (local)": ["model=iwaer", "model.weight_sampling=local"],
-    "iwaer (shared)": ["model=iwaer", "model.weight_sampling=shared"],
-    "iwaerrec": ["model=iwaerrec"],
-}
-PRECISION_VARIANTS = ("iwae", "iwaer (local)", "iwaerrec")  # bf16 and torch.compile
-REFERENCE_PLAIN = "plain PyTorch IWAE"
-REFERENCE_LOOP = "IWAER looping over k samples"
-# Training / test set sizes of the paper's data (PAPER.md section 2), for the projection.
-PAPER_DATASETS = {"mnist": (60_000, 10_000), "omniglot": (24_345, 8_070)}
+PAPER_DATA = {"mnist": (60_000, 10_000), "omniglot": (24_345, 8_070)}  # train, test points
+TABLE1_SEEDS = 5
+Row = dict[str, Any]
 
 
 @dataclass
-class BenchConfig:
-    """Options of ``python -m benchmark.speed`` (``key=value`` on the command line)."""
+class Options:
+    """``key=value`` on the command line; None: the device's default."""
 
-    device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
-    out: str = "results"  # bench.json and bench.md go here
+    device: str = "auto"  # auto (cuda where available) | cpu | cuda
+    out: str = "results"
+    models: list[str] = field(default_factory=lambda: list(MODELS))
     batch: int = 100
     k: int = 25
     hidden: list[int] = field(default_factory=lambda: [400])
     latent: int = 20
-    steps: int = 10  # timed training steps per repeat
-    warmup: int = 3
-    repeats: int = 3  # the best of these repeats is reported
-    epoch_model: str = "iwae"  # model of the Lightning epoch
-    epoch_batches: int | None = None  # None: a full epoch
-    group_epoch_batches: int = 120  # steps per epoch of a replica group (at most epoch_batches)
-    eval_points: int = 200  # test points of the evaluation measurement
-    eval_samples: int = 2000
-    memory_cap_gib: float = 2.0
-    bf16: bool = True
-    compile: bool = True
-    profile_calls: int = 3
+    # modes (None: false and true, and on GPUs reduce-overhead)
+    compile: list[compilation.CompileMode] | None = None
+    replicas: list[int] | None = None  # group sizes R besides 1 and 5 (None: 30 on GPUs)
+    steps: int = 10  # calls per timed round
+    repeats: int = 3  # rounds
+    warmup: int = 2  # calls after the first
+    matmul: int = 4096  # n of the n x n fp32 matmul whose rate is the peak
     threads: int | None = None  # torch CPU threads (None: torch's default)
-    replicas: list[int] | None = None  # group sizes R (None: 1, 5, 30 on GPUs; 1, 5 on CPUs)
-    replica_graphs: bool | None = None  # groups also under compile=reduce-overhead (None: GPUs)
-    data_dir: str | None = None  # None: run.py's default (data/ or $IWAER_DATA_DIR)
+    baseline: str | None = None  # a checkout of an earlier commit, e.g. a git worktree
+    baseline_rounds: int = 4  # even: as many rounds begin with the old as with the new
 
 
-def parse_args(argv: Sequence[str]) -> BenchConfig:
-    """``key=value`` arguments onto :class:`BenchConfig`; unknown keys or bad values exit."""
+def parse_args(argv: Sequence[str]) -> Options:
+    """The options, with the device and its defaults filled in; an unknown key exits."""
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(BenchConfig), OmegaConf.from_cli(list(argv)))
-    except OmegaConfBaseException as err:
-        options = ", ".join(BenchConfig.__dataclass_fields__)
-        raise SystemExit(f"error: {err.msg}. Options: {options}") from None
-    config = OmegaConf.to_object(merged)
-    for key in (
-        "batch",
-        "k",
-        "latent",
-        "steps",
-        "repeats",
-        "eval_points",
-        "eval_samples",
-        "group_epoch_batches",
-    ):
-        if getattr(config, key) < 1:
-            raise SystemExit(f"error: {key} must be a positive integer, got {getattr(config, key)}")
-    if config.epoch_model not in ("vae", "iwae", "iwaer", "iwaerrec"):
-        raise SystemExit(
-            f"error: epoch_model must be vae, iwae, iwaer or iwaerrec, got {config.epoch_model}"
-        )
-    return config
+        o = Options(**OmegaConf.to_container(OmegaConf.from_cli(list(argv))))
+    except TypeError as err:
+        raise SystemExit(f"{err}; options: {', '.join(Options.__dataclass_fields__)}") from None
+    if o.device == "auto":
+        o.device = "cuda" if torch.cuda.is_available() else "cpu"
+    cuda = torch.device(o.device).type == "cuda"
+    modes = list(compilation.COMPILE_MODES[: 3 if cuda else 2]) if o.compile is None else o.compile
+    o.compile = modes if isinstance(modes, list) else [modes]
+    o.replicas = sorted({1, TABLE1_SEEDS, *(o.replicas or ([30] if cuda else []))})
+    return o
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: device=cuda but no CUDA device is available; use device=cpu")
-    return device
+def log(*parts: object) -> None:
+    print("[bench]", *parts, file=sys.stderr, flush=True)
 
 
-def base_overrides(bc: BenchConfig) -> list[str]:
-    """The benchmark's sizes (and data directory) as ``run.py`` config overrides."""
-    hidden = ",".join(str(h) for h in bc.hidden)
-    data = [] if bc.data_dir is None else [f"data_dir={bc.data_dir}"]
-    return [
-        *data,
-        f"optim.batch_size={bc.batch}",
-        f"model.k={bc.k}",
-        f"network.hidden=[{hidden}]",
-        f"network.latent={bc.latent}",
-    ]
-
-
-def build_model(bc: BenchConfig, variant: str, device: torch.device) -> ImportanceWeightedModel:
-    cfg = compose_config([*base_overrides(bc), *VARIANTS[variant]])
-    return build_module(cfg, x_dim=784).net.to(device)
-
-
-def mnist_test_images(bc: BenchConfig, device: torch.device) -> torch.Tensor:
-    """The binarized MNIST test set (real data: the bound's value matters for bf16)."""
-    datamodule = build_datamodule(compose_config([*base_overrides(bc), "dataset=mnist"]))
-    datamodule.setup()
-    return datamodule.test_data.to(device)
-
-
-def matmul_shapes(
-    models: Sequence[ImportanceWeightedModel], batch: int, k: int
-) -> list[tuple[int, int, int]]:
-    """``(m, k, n)`` of every product of a training step: forward, input and weight gradients."""
-    shapes = set()
-    for model in models:
-        for mm in layer_matmuls(model, batch, k):
-            shapes.add((mm.rows, mm.n_in, mm.n_out))
-            shapes.add((mm.n_in, mm.rows, mm.n_out))
-            if not mm.input_is_data:
-                shapes.add((mm.rows, mm.n_out, mm.n_in))
-    return sorted(shapes)
-
-
-def peak_matmul(
-    shapes: Sequence[tuple[int, int, int]], bc: BenchConfig, device: torch.device
-) -> dict[str, Any]:
-    """fp32 GFLOP/s of ``torch.mm`` into a preallocated output, per shape, and their maximum."""
-    rows = []
-    for m, inner, n in shapes:
-        a = torch.randn(m, inner, device=device)
-        b = torch.randn(inner, n, device=device)
-        c = torch.empty(m, n, device=device)
-        seconds = seconds_per_call(
-            lambda a=a, b=b, c=c: torch.mm(a, b, out=c),
-            device,
-            calls=max(bc.steps, 5),
-            warmup=2,
-            repeats=bc.repeats,
-        )
-        rows.append({"m": m, "k": inner, "n": n, "gflops": 2 * m * inner * n / seconds / 1e9})
-    return {"dtype": "float32", "shapes": rows, "peak_gflops": max(r["gflops"] for r in rows)}
-
-
-def normals_drawn(model: ImportanceWeightedModel, batch: int, k: int) -> int:
-    """Standard normals of one pass of k samples x batch points (latent and weight noise)."""
-    return sum(math.prod(shape) for shape in model.noise_shapes(batch, k))
-
-
-def measure_noise_rate(n: int, bc: BenchConfig, device: torch.device) -> dict[str, Any]:
-    """Time per standard normal of :func:`benchmark.randomness.noise.standard_normal` drawing
-    ``n`` at once, alone: what any implementation that draws the same normals this way pays."""
-    generator = torch.Generator(device=device).manual_seed(0)
-    seconds = seconds_per_call(
-        lambda: standard_normal(n, generator, device, torch.float32),
-        device,
-        calls=max(bc.steps, 5),
-        warmup=2,
-        repeats=bc.repeats,
-    )
-    return {"normals": n, "ns_per_normal": seconds / n * 1e9}
-
-
-def time_step(step: Callable[[], None], bc: BenchConfig, device: torch.device) -> float:
-    return seconds_per_call(step, device, calls=bc.steps, warmup=bc.warmup, repeats=bc.repeats)
-
-
-def reference_steps(x: torch.Tensor, bc: BenchConfig) -> dict[str, Callable[[], None]]:
-    """Training steps of the straightforward references (:mod:`benchmark.speed.reference`), with
-    torch's default Adam, as written the obvious way."""
-    references = {
-        REFERENCE_PLAIN: PlainIWAE(784, bc.hidden, bc.latent).to(x.device),
-        REFERENCE_LOOP: LoopIWAER(784, bc.hidden, bc.latent).to(x.device),
-    }
+def machine(device: torch.device) -> Row:
     return {
-        name: train_step(
-            lambda x, k, g, m=reference: m.bound(x, k),
-            list(reference.parameters()),
-            x,
-            bc.k,
-            make_optimizer=torch.optim.Adam,
-        )
-        for name, reference in references.items()
-    }
-
-
-def measure_steps(
-    models: dict[str, ImportanceWeightedModel], x: torch.Tensor, bc: BenchConfig, peak: float
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The training step of every model and of the references, timed together (their repeats
-    interleaved, :func:`seconds_per_call_each`): rows of the steps and of the references."""
-    steps = {
-        variant: train_step(model.bound, list(model.parameters()), x, bc.k)
-        for variant, model in models.items()
-    }
-    plain = {
-        variant: plain_path(train_step(model.bound, list(model.parameters()), x, bc.k))
-        for variant, model in models.items()
-    }
-    references = reference_steps(x, bc)
-    seconds = seconds_per_call_each(
-        {**steps, **{plain_label(v): step for v, step in plain.items()}, **references},
-        x.device,
-        calls=bc.steps,
-        warmup=bc.warmup,
-        repeats=bc.repeats,
-    )
-    rows = []
-    for variant, model in models.items():
-        flops = train_step_flops(model, bc.batch, bc.k)
-        gemm_bound = flops / (peak * 1e9)
-        target = TARGETS["step_iwae"] if variant == "iwae" else TARGETS["step_random"]
-        rows.append(
-            {
-                "model": variant,
-                "ms": seconds[variant] * 1e3,
-                "gflop": flops / 1e9,
-                "gflops": flops / seconds[variant] / 1e9,
-                "gemm_bound_ms": gemm_bound * 1e3,
-                "ratio": seconds[variant] / gemm_bound,
-                "target": target,
-                "plain_ms": seconds[plain_label(variant)] * 1e3,
-                "normals": normals_drawn(model, bc.batch, bc.k),
-                "profile": {
-                    **profile_ops(
-                        steps[variant], x.device, bc.profile_calls, ranges=kernels.PROFILER_LABELS
-                    ),
-                    "gemm_bound_ms": gemm_bound * 1e3,
-                },
-            }
-        )
-    return rows, reference_rows({name: seconds[name] for name in references}, rows)
-
-
-def plain_label(variant: str) -> str:
-    return f"{variant} [kernels=reference]"
-
-
-def plain_path(step: Callable[[], None]) -> Callable[[], None]:
-    """``step`` on the plain PyTorch path (``kernels=reference``): the same model and math
-    without the CPU fast paths, to show which path is faster on this device."""
-
-    def run() -> None:
-        with kernels.using("reference"):
-            step()
-
-    return run
-
-
-def reference_rows(seconds: dict[str, float], steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Plain IWAE against ours (target: ours no slower) and the loop-over-samples IWAER against
-    both our sampling modes (target: >= 3x faster)."""
-    ms = {row["model"]: row["ms"] for row in steps}
-    out = []
-    for name, ours, target in (
-        (REFERENCE_PLAIN, ["iwae"], TARGETS["vs_plain_iwae"]),
-        (REFERENCE_LOOP, ["iwaer (local)", "iwaer (shared)"], TARGETS["vs_loop_iwaer"]),
-    ):
-        for variant in ours:
-            out.append(
-                {
-                    "reference": name,
-                    "model": variant,
-                    "reference_ms": seconds[name] * 1e3,
-                    "ms": ms[variant],
-                    "speedup": seconds[name] * 1e3 / ms[variant],
-                    "target_speedup": target,
-                }
-            )
-    return out
-
-
-def measure_eval(
-    models: dict[str, ImportanceWeightedModel],
-    data: torch.Tensor,
-    bc: BenchConfig,
-    peak: float,
-    compile: bool = False,
-) -> list[dict[str, Any]]:
-    """The S-sample evaluation of every model (``compile``: as with ``compile=true``), in
-    ``run.py``'s evaluation batches: its peak memory, and its time as the best of
-    ``bc.repeats`` evaluations, as for the training steps."""
-    rows = []
-    device = data.device
-    eval_batch = compose_config(base_overrides(bc)).eval.batch_size
-
-    def evaluate(model: ImportanceWeightedModel, points: torch.Tensor) -> None:
-        estimate_log_likelihood(
-            model,
-            points,
-            n_samples=bc.eval_samples,
-            batch_size=eval_batch,
-            memory_cap_gib=bc.memory_cap_gib,
-            progress=False,
-            compile=compile,
-        )
-
-    one_batch = data[:eval_batch]
-    for variant in PRECISION_VARIANTS:
-        model = models[variant]
-        if compile:
-            kernels.fresh_compile_caches()
-        evaluate(model, one_batch)  # warm-up (and compilation)
-        with PeakMemory(device) as memory:
-            evaluate(model, data)
-        seconds = seconds_per_call(
-            lambda m=model: evaluate(m, data), device, calls=1, warmup=0, repeats=bc.repeats
-        )
-        flops = forward_flops(model, data.shape[0], bc.eval_samples)
-        gemm_bound = flops / (peak * 1e9)
-        cap = int(bc.memory_cap_gib * (1 << 30))
-        rows.append(
-            {
-                "model": variant,
-                "compiled": compile,
-                "points": data.shape[0],
-                "samples": bc.eval_samples,
-                "seconds": seconds,
-                "samples_per_s": data.shape[0] * bc.eval_samples / seconds,
-                "gemm_bound_s": gemm_bound,
-                "ratio": seconds / gemm_bound,
-                "target": TARGETS["eval"],
-                "normals": sum(
-                    normals_drawn(model, batch.shape[0], bc.eval_samples)
-                    for batch in data.split(eval_batch)
-                ),
-                "peak_memory_bytes": memory.peak_bytes,
-                "memory_cap_bytes": cap,
-                "profile": {
-                    **profile_ops(
-                        lambda m=model: evaluate(m, one_batch),
-                        device,
-                        1,
-                        ranges=kernels.PROFILER_LABELS,
-                    ),
-                    "gemm_bound_ms": gemm_bound * 1e3 * one_batch.shape[0] / data.shape[0],
-                },
-            }
-        )
-    return rows
-
-
-def bound_difference(
-    model: ImportanceWeightedModel, x: torch.Tensor, k: int, bound: BoundFn
-) -> float:
-    """Mean over the batch of |bound(x) - fp32 eager bound(x)| with the same noise, in nats."""
-    generator = torch.Generator(device=x.device)
-    with torch.no_grad():
-        reference = model.bound(x, k, generator.manual_seed(0))
-        other = bound(x, k, generator.manual_seed(0)).float()
-    return (other - reference).abs().mean().item()
-
-
-def bf16_autocast(model: ImportanceWeightedModel) -> BoundFn:
-    """The model's bound with matmuls in bf16 (``torch.autocast``)."""
-
-    def bound(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
-        with torch.autocast(x.device.type, dtype=torch.bfloat16):
-            return model.bound(x, k, generator)
-
-    return bound
-
-
-def compiled(model: ImportanceWeightedModel) -> BoundFn:
-    """The model's bound with the random-free part under ``torch.compile`` (as ``compile=true``),
-    from empty compile caches (:func:`~benchmark.kernels.fresh_compile_caches`)."""
-    kernels.fresh_compile_caches()
-    return run_bound(model, True)
-
-
-def measure_alternative(
-    models: dict[str, ImportanceWeightedModel],
-    steps: list[dict[str, Any]],
-    x: torch.Tensor,
-    bc: BenchConfig,
-    make_bound: Callable[[ImportanceWeightedModel], BoundFn],
-) -> list[dict[str, Any]]:
-    """Another way to compute each model's bound (bf16, compiled): the first step's time
-    (includes compilation), the step time, the speed-up over the fp32 eager step, and the mean
-    change of the bound for the same noise."""
-    ms = {row["model"]: row["ms"] for row in steps}
-    rows = []
-    for variant in PRECISION_VARIANTS:
-        model = models[variant]
-        bound = make_bound(model)
-        step = train_step(bound, list(model.parameters()), x, bc.k)
-        start = time.perf_counter()
-        step()
-        synchronize(x.device)
-        first_step_s = time.perf_counter() - start
-        seconds = time_step(step, bc, x.device)
-        rows.append(
-            {
-                "model": variant,
-                "first_step_s": first_step_s,
-                "ms": seconds * 1e3,
-                "speedup": ms[variant] / (seconds * 1e3),
-                "bound_abs_diff_nats": bound_difference(model, x, bc.k, bound),
-            }
-        )
-    return rows
-
-
-def project_paper_runs(
-    steps: list[dict[str, Any]],
-    epoch: dict[str, Any],
-    evals: list[dict[str, Any]],
-    compiled_steps: list[dict[str, Any]],
-    compiled_evals: list[dict[str, Any]],
-) -> dict[str, Any]:
-    """Wall time of one ``experiment=paper`` run per model and data set from the measured step
-    time, the Lightning overhead ratio and the evaluation rate (the test bound every 10 epochs
-    on 1,000 points adds well under 1%); also with ``compile=true`` where it was measured."""
-    cfg = compose_config(["experiment=paper"])
-    epochs, samples, batch = cfg.trainer.max_epochs, cfg.eval.n_samples, cfg.optim.batch_size
-
-    def hours(
-        step_rows: list[dict[str, Any]], eval_rows: list[dict[str, Any]], n_train: int, n_test: int
-    ) -> dict[str, tuple[float, float]]:
-        ms = {row["model"]: row["ms"] for row in step_rows}
-        rate = {row["model"]: row["samples_per_s"] for row in eval_rows}
-        return {
-            variant: (
-                epochs * (n_train // batch) * ms[variant] / 1e3 * epoch["ratio"] / 3600,
-                n_test * samples / rate[variant] / 3600,
-            )
-            for variant in ms.keys() & rate.keys()
-        }
-
-    rows = []
-    for dataset, (n_train, n_test) in PAPER_DATASETS.items():
-        eager = hours(steps, evals, n_train, n_test)
-        compiled = hours(compiled_steps, compiled_evals, n_train, n_test)
-        for variant in PRECISION_VARIANTS:
-            train_h, eval_h = eager[variant]
-            row = {
-                "dataset": dataset,
-                "model": variant,
-                "train_h": train_h,
-                "eval_h": eval_h,
-                "total_h": train_h + eval_h,
-            }
-            if variant in compiled:
-                row["total_h_compiled"] = sum(compiled[variant])
-            rows.append(row)
-    return {"epochs": epochs, "eval_samples": samples, "runs": rows}
-
-
-def machine(device: torch.device) -> dict[str, Any]:
-    info = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": len(os.sched_getaffinity(0)),
-        "torch_threads": torch.get_num_threads(),
         "device": str(device),
+        "gpu": device_name(device) if device.type == "cuda" else None,
+        "cpu": device_name(torch.device("cpu")),
+        "cores": available_cores(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
     }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    else:
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    info["cpu"] = line.split(":", 1)[1].strip()
-                    break
-        except OSError:
-            pass
-    return info
 
 
-def progress(message: str) -> None:
-    """One line on stderr per measurement, so a run of several minutes shows where it is."""
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
+def sizes(o: Options) -> list[str]:
+    """The config overrides of the model sizes of ``o``."""
+    hidden, batch = ",".join(map(str, o.hidden)), f"optim.batch_size={o.batch}"
+    return [f"model.k={o.k}", f"network.hidden=[{hidden}]", f"network.latent={o.latent}", batch]
 
 
-def run_benchmark(bc: BenchConfig, result: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Every measurement of the module docstring into ``result`` (a new dict if None), each
-    as it finishes; the returned dict is ``bench.json``."""
-    result = {} if result is None else result
-    if bc.threads:
-        torch.set_num_threads(bc.threads)
-    device = resolve_device(bc.device)
-    result.update(
-        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        config=OmegaConf.to_container(OmegaConf.structured(bc)),
-        machine=machine(device),
-        versions=package_versions(),
-        git=git_state(),
-    )
+def measure_model(o: Options, model: str, device: torch.device, result: Row) -> None:
+    """Every (mode, R) training step and every mode's evaluation chunk of ``model``."""
+    cfg = compose_config([f"model={model}", *sizes(o)])
     torch.manual_seed(0)
-    models = {variant: build_model(bc, variant, device) for variant in VARIANTS}
-    images = mnist_test_images(bc, device)
-    x = images[: bc.batch]
-    eval_data = images[: bc.eval_points]
-    shapes = matmul_shapes(list(models.values()), bc.batch, bc.k)
-    progress(f"peak matmul rate on {device} over {len(shapes)} product shapes")
-    result["matmul"] = peak_matmul(shapes, bc, device)
-    peak = result["matmul"]["peak_gflops"]
-    iwaer = models["iwaer (local)"]
-    result["noise"] = measure_noise_rate(normals_drawn(iwaer, bc.batch, bc.k), bc, device)
-    progress(f"training steps: {', '.join(VARIANTS)} and the straightforward references")
-    steps, references = measure_steps(models, x, bc, peak)
-    result.update(train_steps=steps, references=references)
-    progress(f"{bc.repeats} Lightning epochs of {bc.epoch_model}")
-    result["lightning_epoch"] = {
-        **measure_lightning_epoch(epoch_config(bc, bc.epoch_batches), device, bc.repeats),
-        "target": TARGETS["epoch"],
-    }
-    progress(f"evaluation, S = {bc.eval_samples}, {eval_data.shape[0]} points")
-    result["eval"] = measure_eval(models, eval_data, bc, peak)
-    gpu = device.type == "cuda"
-    counts = bc.replicas or ([1, TABLE1_SEEDS, 30] if gpu else [1, TABLE1_SEEDS])
-    modes: list[kernels.CompileMode] = [False]
-    if bc.replica_graphs or (bc.replica_graphs is None and gpu):
-        modes.append("reduce-overhead")
-    progress(f"replica groups of {counts} against runs alone, compile={modes}")
-    measure_replicas(  # into the result as each model variant finishes
-        {v: lambda v=v: build_model(bc, v, device) for v in PRECISION_VARIANTS},
-        x,
-        bc.k,
-        counts,
-        modes,
-        calls=bc.steps,
-        warmup=bc.warmup,
-        repeats=bc.repeats,
-        rows=result.setdefault("replicas", []),
+    net = build_model(cfg, X_DIM).to(device)
+    x = torch.rand(max(o.batch, cfg.eval.batch_size), X_DIM, device=device).bernoulli()
+    with FlopCounterMode(display=False) as counter:
+        group_step([net], x[: o.batch], False)()
+    flops = counter.get_total_flops()
+    compilation.fresh_compile_caches()
+    fns: dict[tuple[str, compilation.CompileMode, int], Callable[[], object]] = {}
+    for mode in o.compile:
+        for r in o.replicas:
+            fns["train", mode, r] = group_step([net] * r, x[: o.batch], mode)
+        fns["eval", mode, 1], rows = eval_chunk(net, x[: cfg.eval.batch_size], cfg.eval, mode)
+    first = time_each(fns, device, calls=1, repeats=1)  # compiles
+    warm = time_each(fns, device, o.steps, o.repeats, o.warmup)
+    for (kind, mode, r), s in warm.items():
+        row = {"model": model, "compile": compilation.compile_name(mode)}
+        row["compile_s"] = max(first[kind, mode, r] - s, 0.0)
+        if kind == "train":
+            alone = r * warm["train", mode, 1]
+            peak = result["matmul"]["gflops"] * 1e9
+            row |= {"replicas": r, "step_s": s, "vs_runs_alone": s / alone}
+            row |= {"gflop": r * flops / 1e9, "matmul_peak_fraction": r * flops / s / peak}
+        else:
+            pairs = 1000 * cfg.eval.n_samples
+            row |= {"chunk_rows": rows, "chunk_s": s, "s_per_1000_points": s * pairs / rows}
+        result[kind].append(row)
+        log(model, kind, row["compile"], f"R={r}", f"{s * 1e3:.2f} ms per call")
+
+
+def cell_hours(
+    paper: DictConfig, sizes: tuple[int, int], step: Row, chunk: Row, replicas: int
+) -> float:
+    """Hours of one cell of paper Table 1 (its 5 seeds; in groups of ``replicas``) at a
+    measured step and evaluation chunk, each compile time once per run (per group)."""
+    n_train, n_test = sizes
+    train_s, eval_s = projected_run_seconds(
+        paper, n_train, n_test, step["step_s"], chunk["chunk_s"], chunk["chunk_rows"]
     )
-    group_batches = min(bc.group_epoch_batches, bc.epoch_batches or bc.group_epoch_batches)
-    progress(f"Lightning epochs of {bc.epoch_model} as groups of {TABLE1_SEEDS} replicas")
-    for mode in modes:
-        result.setdefault("group_epochs", []).append(
-            measure_group_epoch(
-                [*epoch_config(bc, group_batches), f"compile={kernels.compile_name(mode)}"],
-                device,
-                bc.repeats,
-                TABLE1_SEEDS,
-            )
+    train_s, eval_s = train_s + step["compile_s"], eval_s + chunk["compile_s"]
+    return CellTime("", "", train_s, eval_s, TABLE1_SEEDS, replicas).total_s / 3600
+
+
+def project_table1(train: list[Row], evals: list[Row]) -> list[Row]:
+    """Per cell of paper Table 1, its hours in its fastest measured mode: its seeds one after
+    another, and as one group of replicas."""
+    paper = compose_config(["experiment=paper"])
+    steps = {(t["model"], t["compile"], t["replicas"]): t for t in train}
+    rows = []
+    for model in dict.fromkeys(e["model"] for e in evals):
+        for dataset, sizes in PAPER_DATA.items():
+            row = {"model": model, "dataset": dataset}
+            for column, r in (("sequential", 1), ("replicas", TABLE1_SEEDS)):
+                hours = {
+                    e["compile"]: cell_hours(paper, sizes, steps[model, e["compile"], r], e, r)
+                    for e in evals
+                    if e["model"] == model
+                }
+                best = min(hours, key=hours.__getitem__)
+                row |= {f"{column}_h": hours[best], f"{column}_compile": best}
+            rows.append(row)
+    return rows
+
+
+def measure(o: Options, device: torch.device, result: Row) -> None:
+    a, b = (torch.randn(o.matmul, o.matmul, device=device) for _ in "ab")
+    matmul_s = time_each({"mm": lambda: a @ b}, device, 2, o.repeats, warmup=1)["mm"]
+    result["matmul"] = {"n": o.matmul, "gflops": 2 * o.matmul**3 / matmul_s / 1e9}
+    log(f"matmul peak {result['matmul']['gflops']:.1f} GFLOP/s")
+    skips = compilation.cudagraph_skips()
+    for model in o.models:
+        measure_model(o, model, device, result)
+    if skips is not None:  # graphed passes that ran without CUDA graphs
+        result["cudagraph_skips"] = compilation.cudagraph_skips() - skips
+    result["table1"] = project_table1(result["train"], result["eval"])
+    if o.baseline:
+        threads, rounds = torch.get_num_threads(), o.baseline_rounds
+        result["baseline"] = compare_with_baseline(
+            o.baseline, str(device), threads, o.steps, rounds, sizes(o)
         )
-    result["table1"] = project_table1(
-        result["replicas"],
-        result["lightning_epoch"],
-        result["group_epochs"],
-        result["eval"],
-        PAPER_DATASETS,
-    )
-    # The alternatives last: a benchmark stopped by its time limit keeps the replica groups.
-    result.update(bf16=[], compile=[], eval_compiled=[])  # filled only if measured
-    if bc.bf16:
-        progress("training steps under bf16 autocast")
-        result["bf16"] = measure_alternative(models, steps, x, bc, bf16_autocast)
-    if bc.compile:
-        progress("training steps and evaluation under torch.compile")
-        result["compile"] = measure_alternative(models, steps, x, bc, compiled)
-        result["eval_compiled"] = measure_eval(models, eval_data, bc, peak, compile=True)
-    result["projection"] = project_paper_runs(
-        steps, result["lightning_epoch"], result["eval"], result["compile"], result["eval_compiled"]
-    )
-    return result
 
 
-def epoch_config(bc: BenchConfig, batches: int | None) -> list[str]:
-    """The config of the Lightning epochs: the benchmark's sizes, ``epoch_model``, and
-    ``batches`` steps per epoch (None: a full epoch)."""
-    limit = [] if batches is None else [f"+trainer.limit_train_batches={batches}"]
-    return [*base_overrides(bc), f"model={bc.epoch_model}", *limit]
+def table(header: str, rows: Iterable[str]) -> list[str]:
+    """A markdown table of ``header`` and ``rows``, their cells separated by `` | ``."""
+    rule = "|---" * (header.count("|") + 1) + "|"
+    return [f"| {header} |", rule, *(f"| {row} |" for row in rows), ""]
 
 
-def output_stem(device: torch.device) -> str:
-    """``bench`` on CPUs, ``bench_cuda`` on GPUs: both reports can be committed side by side."""
-    return "bench_cuda" if device.type == "cuda" else "bench"
+def markdown(result: Row) -> str:
+    m, o, git, peak = result["machine"], result["options"], result["git"], result["matmul"]
+    cells = result["table1"]
+    total = {col: sum(c[f"{col}_h"] for c in cells) for col in ("sequential", "replicas")}
+    lines = [
+        f"# Speed on {m['gpu'] or m['cpu']}",
+        "",
+        f"{m['cpu']}, {m['threads']} torch threads; torch {m['torch']}; commit {git['commit']}"
+        f"{' (uncommitted changes)' if git['dirty'] else ''}; {result['date']}. Sizes: {X_DIM} "
+        f"pixels, hidden {o['hidden']}, latent {o['latent']}, k = {o['k']}, batch {o['batch']}. "
+        f"Times: the best of {o['repeats']} rounds of {o['steps']} calls, a model's variants "
+        "taking turns; compile s: a variant's first call minus a warm call. Matmul peak: "
+        f"{peak['gflops']:.1f} GFLOP/s (fp32, {peak['n']} x {peak['n']}).",
+        "",
+        "## Training step (R runs as one replica group)",
+        "",
+        *table(
+            "model | compile | R | ms per step | compile s | per run vs R runs alone | "
+            "of matmul peak",
+            (
+                f"{t['model']} | {t['compile']} | {t['replicas']} | {t['step_s'] * 1e3:.2f} | "
+                f"{t['compile_s']:.1f} | {t['vs_runs_alone']:.2f} | "
+                f"{t['matmul_peak_fraction']:.1%}"
+                for t in result["train"]
+            ),
+        ),
+        "## Evaluation (the S-sample estimate, S = 2000)",
+        "",
+        *table(
+            "model | compile | s per 1000 test points | compile s | rows per chunk",
+            (
+                f"{e['model']} | {e['compile']} | {e['s_per_1000_points']:.2f} | "
+                f"{e['compile_s']:.1f} | {e['chunk_rows']}"
+                for e in result["eval"]
+            ),
+        ),
+        "## Paper Table 1 projected",
+        "",
+        "3 models x 2 data sets x 5 seeds, 500 epochs (MNIST 60,000 train / 10,000 test points, "
+        "Omniglot 24,345 / 8,070), S = 2000, each cell in its fastest mode; with replicas a "
+        "cell's 5 seeds train as one group.",
+        "",
+        *table(
+            "model | data set | hours, one run after another | compile | hours, replicas | compile",
+            [
+                *(
+                    f"{c['model']} | {c['dataset']} | {c['sequential_h']:.1f} | "
+                    f"{c['sequential_compile']} | {c['replicas_h']:.1f} | {c['replicas_compile']}"
+                    for c in cells
+                ),
+                f"total | | {total['sequential']:.1f} | | {total['replicas']:.1f} |",
+            ],
+        ),
+    ]
+    if "baseline" in result:
+        base = result["baseline"]
+        lines += [
+            f"## Against the default of {base['path']} (commit {base['commit'][:10]})",
+            "",
+            "Each checkout's default training step, timed in a fresh process, the two "
+            f"alternating for {o['baseline_rounds']} rounds: medians, and the median of the "
+            "rounds' new / old.",
+            "",
+            *table(
+                "model | old ms per step | new ms per step | new / old",
+                (
+                    f"{name} | {v['old_s'] * 1e3:.2f} | {v['new_s'] * 1e3:.2f} | "
+                    f"{v['new_over_old']:.3f}"
+                    for name, v in base["models"].items()
+                ),
+            ),
+        ]
+    return "\n".join(lines)
 
 
-class BenchmarkStopped(Exception):
-    """SIGTERM (``timeout``, a scheduler's time limit) arrived during the measurements."""
-
-
-class SaveOnSigterm:
-    """While active, SIGTERM writes the measurements finished so far (``result``) to
-    ``path`` at once and raises :class:`BenchmarkStopped`, and again every second (with the
-    file rewritten) until it propagates: code it lands in may wrap it (dynamo mid-compile)
-    or swallow it (an eager fallback)."""
-
-    def __init__(self, result: dict[str, Any], path: Path) -> None:
-        self.result, self.path, self.stopped = result, path, False
-
-    def __enter__(self) -> SaveOnSigterm:
-        self.previous_term = signal.signal(signal.SIGTERM, self._stop)
-        self.previous_alarm = signal.signal(signal.SIGALRM, self._again)
-        self.previous_timer = signal.getitimer(signal.ITIMER_REAL)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        signal.signal(signal.SIGTERM, self.previous_term)
-        signal.setitimer(signal.ITIMER_REAL, *self.previous_timer)
-        signal.signal(signal.SIGALRM, self.previous_alarm)
-
-    def _stop(self, signum: int, frame: object) -> None:
-        if not self.stopped:
-            self.stopped = True
-            signal.setitimer(signal.ITIMER_REAL, 1.0, 1.0)
-        self._again(signum, frame)
-
-    def _again(self, signum: int, frame: object) -> None:
-        if not self.stopped:  # an alarm of someone else's
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps(self.result, indent=2) + "\n")
-        raise BenchmarkStopped
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    bc = parse_args(sys.argv[1:] if argv is None else argv)
-    kernels.retain_freed_memory()  # as run.py's runs do
-    out = Path(bc.out)
-    stem = output_stem(resolve_device(bc.device))
-    result: dict[str, Any] = {}
-    partial = out / f"{stem}.partial.json"
-    guard = SaveOnSigterm(result, partial)
-    message = f"stopped by SIGTERM: the measurements finished so far are in {partial}"
-    try:
-        with guard:
-            run_benchmark(bc, result)
-    except BaseException:
-        if guard.stopped:
-            raise SystemExit(message) from None
-        raise
-    if guard.stopped:  # swallowed, and finished before it was raised again
-        raise SystemExit(message)
+def main(argv: Sequence[str]) -> int:
+    o = parse_args(argv)
+    device = torch.device(o.device)
+    if o.threads:
+        torch.set_num_threads(o.threads)
+    configure_cpu()  # as the runs do
+    out = Path(o.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / f"{stem}.md").write_text(render_markdown(result))
-    print((out / f"{stem}.md").read_text())
-    print(f"wrote {out / f'{stem}.json'} and {out / f'{stem}.md'}")
+    stem = "bench_cuda" if device.type == "cuda" else "bench"
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    result: Row = {"machine": machine(device), "git": git_state(), "date": now}
+    result |= {"options": asdict(o), "train": [], "eval": []}
+
+    def stop(signum: int, frame: object) -> None:
+        (out / f"{stem}.partial.json").write_text(json.dumps(result, indent=2))
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        with torch._dynamo.config.patch(automatic_dynamic_shapes=False):  # as in a run: static
+            measure(o, device, result)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2))
+    (out / f"{stem}.md").write_text(markdown(result))
+    (out / f"{stem}.partial.json").unlink(missing_ok=True)
+    log(f"wrote {out / stem}.json and .md")
+    return 0

@@ -1,12 +1,13 @@
 """Projected wall time of a sweep on this machine, printed before it starts
 (``make reproduce-table1``; ``python -m benchmark.speed.eta OVERRIDE...``).
 
-For every (model, data set) cell of the sweep, on the device a run would use: the time of a
-training step (the best of a few after warm-up, on binary data of the cell's shape) x steps
-per epoch x epochs, plus the S-sample evaluation and the ``test/ll_monitor`` evaluations at
-the rate of one timed chunk of importance samples; times the seeds. Under
-``hydra/launcher=replicas`` a cell's seeds train as one group: the timed step is the group's.
-Lightning's overhead and ``test/bound`` add a few percent (``make bench``).
+For every (model, data set) cell of the sweep, on the device a run would use and in its
+``compile`` mode: the time of the Lightning module's training step (:func:`group_step`, the
+best of a few after warm-up, on binary data of the cell's shape) x steps per epoch x epochs,
+plus the S-sample evaluation and the ``test/ll_monitor`` evaluations at the rate of one chunk
+of the estimator (:func:`eval_chunk`); times the seeds. Under ``hydra/launcher=replicas`` a
+cell's seeds train as one group of up to 30: the timed step is the group's. Lightning's
+overhead and ``test/bound`` add a few percent.
 """
 
 from __future__ import annotations
@@ -19,20 +20,61 @@ from dataclasses import dataclass
 
 import torch
 from omegaconf import DictConfig
+from torch import Tensor
 
-from benchmark import kernels
-from benchmark.evaluation.estimator import BYTES_PER_GIB, samples_per_chunk
+from benchmark.compilation import CompileMode, fresh_compile_caches
+from benchmark.evaluation.estimator import BYTES_PER_GIB, estimate_log_likelihood, samples_per_chunk
+from benchmark.models.base import ImportanceWeightedModel
 from benchmark.runs.builders import build_datamodule, build_model
 from benchmark.runs.cli import expand_seed_argument
 from benchmark.runs.config import compose_config
-from benchmark.speed.steps import group_train_step, run_bound, train_step
-from benchmark.speed.timing import seconds_per_call
+from benchmark.runs.resources import configure_cpu
+from benchmark.speed.timing import time_each
+from benchmark.training.module import ImportanceWeightedLitModule
 
 SWEPT = ("model", "dataset")
 MAX_REPLICAS = 30  # conf/hydra/launcher/replicas.yaml
-
-
 REPLICAS_LAUNCHER = "hydra/launcher=replicas"
+
+
+def group_step(
+    nets: Sequence[ImportanceWeightedModel], x: Tensor, compile: CompileMode
+) -> Callable[[], None]:
+    """One training step per call of the runs of ``nets`` (one per seed) as one group, as
+    ``run.py`` takes it: ``ImportanceWeightedLitModule.training_step`` on ``x [B, D]`` for
+    every replica, the backward pass and the runs' fused Adam step, with learning rate 0: every
+    call repeats one batch and one noise draw, and training on them would change the step's
+    time from call to call (on CPUs, as more of its numbers become subnormal)."""
+    seeds = range(len(nets))
+    module = ImportanceWeightedLitModule(nets, seeds, lr=0.0, compile=compile).to(x.device)
+    optimizer = module.configure_optimizers()
+    batch = [x] * len(nets)
+
+    def step() -> None:
+        loss = module.training_step(batch, 0)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def eval_chunk(
+    net: ImportanceWeightedModel, x: Tensor, eval_cfg: DictConfig, compile: CompileMode
+) -> tuple[Callable[[], object], int]:
+    """One chunk of the S-sample estimator per call, on the points ``x`` (as many importance
+    samples as it puts in one pass under ``eval_cfg``'s caps), and its (sample, point) rows."""
+    cap = eval_cfg.memory_cap_gib
+    chunk = samples_per_chunk(
+        net, eval_cfg.n_samples, x.shape[0], int(cap * BYTES_PER_GIB), eval_cfg.max_chunk_rows
+    )
+
+    def run() -> object:
+        return estimate_log_likelihood(
+            net, x, chunk, x.shape[0], cap, 0, False, eval_cfg.max_chunk_rows, compile
+        )
+
+    return run, chunk * x.shape[0]
 
 
 @dataclass(frozen=True)
@@ -54,8 +96,7 @@ class CellTime:
     @property
     def total_s(self) -> float:
         """The cell's seeds: one after another, or in groups of ``replicas``."""
-        groups = self.seeds if self.replicas == 1 else math.ceil(self.seeds / self.replicas)
-        return groups * self.train_s + self.seeds * self.eval_s
+        return math.ceil(self.seeds / self.replicas) * self.train_s + self.seeds * self.eval_s
 
 
 def projected_run_seconds(
@@ -72,59 +113,23 @@ def projected_run_seconds(
     return steps * step_s, pairs * chunk_s / chunk_rows
 
 
-def time_per_call(fn: Callable[[], object], device: torch.device) -> float:
-    """Seconds per call of ``fn``: the best of 2 repeats of 4 calls after 3 warm-up calls."""
-    return seconds_per_call(fn, device, calls=4, warmup=3, repeats=2)
-
-
-def run_device(cfg: DictConfig) -> torch.device:
-    """The device a run of ``cfg`` trains on: the GPU where Lightning's accelerator would
-    pick one, else the CPU."""
-    gpu = torch.cuda.is_available() and cfg.trainer.get("accelerator") in ("auto", "gpu", "cuda")
-    return torch.device("cuda" if gpu else "cpu")
-
-
 def time_cell(cfg: DictConfig, replicas: int = 1) -> tuple[float, float]:
-    """Projected (training, evaluation) seconds of one run of ``cfg`` on this machine, its
-    steps in its ``compile`` mode; with ``replicas`` > 1 the training is that of a group of
-    that many seeds."""
+    """Projected (training, evaluation) seconds of one run of ``cfg`` on this machine in its
+    ``compile`` mode; with ``replicas`` > 1 the training is that of a group of that many."""
     datamodule = build_datamodule(cfg)
     datamodule.setup("fit")
     n_train, n_test = datamodule.train_data.shape[0], datamodule.test_data.shape[0]
-    device = run_device(cfg)
+    gpu = torch.cuda.is_available() and cfg.trainer.get("accelerator") in ("auto", "gpu", "cuda")
+    device, dim = torch.device("cuda" if gpu else "cpu"), datamodule.x_dim  # as Lightning picks
     torch.manual_seed(0)
-    net = build_model(cfg, datamodule.x_dim).to(device)
-    batch = cfg.optim.batch_size
-    x = torch.rand(batch, datamodule.x_dim, device=device).bernoulli()
-    generator = torch.Generator(device=device).manual_seed(0)
+    net = build_model(cfg, dim).to(device)
     if cfg.compile:  # as each run compiles
-        kernels.fresh_compile_caches()
-    step = (
-        train_step(
-            run_bound(net, cfg.compile), list(net.parameters()), x, net.k, compile=cfg.compile
-        )
-        if replicas == 1
-        else group_train_step([net] * replicas, x, net.k, cfg.compile)
-    )
-
-    cap = int(cfg.eval.memory_cap_gib * BYTES_PER_GIB)
-    rows = cfg.eval.max_chunk_rows or kernels.default_chunk_rows(device)
-    points = cfg.eval.batch_size
-    chunk = samples_per_chunk(net, cfg.eval.n_samples, points, cap, rows)
-    x_eval = x[:1].expand(points, -1)
-
-    @torch.no_grad()
-    def evaluate() -> None:
-        net.log_weights(x_eval, chunk, generator)
-
-    return projected_run_seconds(
-        cfg,
-        n_train,
-        n_test,
-        time_per_call(step, device),
-        time_per_call(evaluate, device),
-        chunk * points,
-    )
+        fresh_compile_caches()
+    x = torch.rand(max(cfg.optim.batch_size, cfg.eval.batch_size), dim, device=device).bernoulli()
+    step = group_step([net] * replicas, x[: cfg.optim.batch_size], cfg.compile)
+    evaluate, rows = eval_chunk(net, x[: cfg.eval.batch_size], cfg.eval, cfg.compile)
+    times = time_each({"step": step, "eval": evaluate}, device, calls=4, repeats=2, warmup=3)
+    return projected_run_seconds(cfg, n_train, n_test, times["step"], times["eval"], rows)
 
 
 def sweep_cells(overrides: Sequence[str]) -> tuple[list[list[str]], int]:
@@ -149,15 +154,13 @@ def sweep_cells(overrides: Sequence[str]) -> tuple[list[list[str]], int]:
 def project_sweep(overrides: Sequence[str]) -> list[CellTime]:
     cells, seeds = sweep_cells(overrides)
     replicas = min(seeds, MAX_REPLICAS) if REPLICAS_LAUNCHER in overrides else 1
+    configure_cpu()  # as the runs do
     out = []
     for cell in cells:
         cfg = compose_config(cell)
         if cfg.get("num_threads"):
             torch.set_num_threads(cfg.num_threads)
-        with kernels.using(cfg.kernels):
-            if kernels.get_mode() == "auto":
-                kernels.retain_freed_memory()  # as the runs do
-            train_s, eval_s = time_cell(cfg, replicas)
+        train_s, eval_s = time_cell(cfg, replicas)
         out.append(CellTime(cfg.dataset.name, cfg.model.name, train_s, eval_s, seeds, replicas))
     return out
 

@@ -1,12 +1,14 @@
-"""The projected wall time printed before a sweep: its arithmetic, the sweep's cells, and
-the report (no timing assertions)."""
+"""The projected wall time printed before a sweep: its arithmetic, the sweep's cells, the
+report, and the timed step and evaluation chunk (no timing assertions)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import torch
 
+from benchmark.runs.builders import build_model
 from benchmark.runs.config import compose_config
 from benchmark.speed import eta
 
@@ -61,27 +63,22 @@ def test_report_sums_runs_times_seeds_and_points_cpu_users_of_the_paper_preset_t
 def test_eta_of_a_small_sweep_runs_on_the_real_data(
     data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert (
-        eta.main(
-            [
-                "experiment=smoke",
-                "model=iwae,iwaer_2l",
-                "dataset=mnist",
-                "seed=0-1",
-                f"data_dir={data_dir}",
-            ]
-        )
-        == 0
-    )
+    small = ["experiment=smoke", "model.k=2", "optim.batch_size=20", "eval.batch_size=20"]
+    small.append(f"data_dir={data_dir}")
+    assert eta.main([*small, "model=iwae,iwaer_2l", "dataset=mnist", "seed=0-1"]) == 0
     out = capsys.readouterr().out
     assert "mnist/iwae:" in out and "mnist/iwaer_2l:" in out and out.count("x 2 seeds") == 2
-    eta.main(
-        [
-            "experiment=smoke",
-            "model=iwaer",
-            "seed=0-2",
-            f"data_dir={data_dir}",
-            eta.REPLICAS_LAUNCHER,
-        ]
-    )
+    eta.main([*small, "model=iwaer", "seed=0-2", eta.REPLICAS_LAUNCHER])
     assert "mnist/iwaer: training" in capsys.readouterr().out
+
+
+def test_the_timed_chunk_is_one_pass_of_the_estimator_within_its_caps() -> None:
+    cfg = compose_config(["model=iwaer", "network.hidden=[8]", "network.latent=2"])
+    net = build_model(cfg, 784)
+    x = torch.rand(cfg.eval.batch_size, 784).bernoulli()
+    evaluate, rows = eta.eval_chunk(net, x, cfg.eval, False)
+    estimate = evaluate()
+    assert estimate.n_points == cfg.eval.batch_size
+    assert estimate.n_samples * estimate.n_points == rows == cfg.eval.max_chunk_rows
+    small = compose_config(["eval.max_chunk_rows=1000"]).eval
+    assert eta.eval_chunk(net, x, small, False)[1] == 1000
