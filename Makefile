@@ -23,7 +23,8 @@ install: $(STAMP)
 
 # torch and torchvision are pinned to the builds the project is tested with; they are
 # installed first, on their own, so pip resolves them from the local wheel cache when present.
-# Another release in pyproject's range, in a venv of its own (the GPU machine's, say):
+# Another release in pyproject's range, in a venv of its own (the GPU machine's, say; the default
+# and slow suites pass with it on a CPU, a 3 GB download):
 # make test VENV=.venv-torch2.11 TORCH=2.11.0 TORCHVISION=0.26.0 PYTHON=python3.12
 TORCH ?= 2.14.1
 TORCHVISION ?= 0.29.1

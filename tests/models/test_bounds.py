@@ -1,4 +1,4 @@
-"""The facts of PAPER.md section 5, checked statistically on tiny models with exact answers.
+"""The facts of docs/paper.md section 5, checked statistically on tiny models with exact answers.
 
 Every tolerance is a multiple (4 or 5) of the standard error of the compared statistic,
 estimated from the same draws.
