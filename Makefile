@@ -76,15 +76,6 @@ reproduce-table1: install
 		$(if $(filter logger=% ~logger,$(ARGS)),,logger=$(strip $(LOGGER))) $(ARGS)
 
 table1: install
-	$(BIN)/python -m benchmark.runs.prepare_data $(DATASETS) $(filter data_dir=% dataset.%,$(ARGS))
-	$(BIN)/python -m benchmark.speed.eta experiment=$(PRESET) model=$(MODELS) dataset=$(DATASETS) \
-		seed=$(SEEDS) hydra/launcher=$(LAUNCHER) $(ARGS)
-	$(BIN)/python run.py -m experiment=$(PRESET) model=$(MODELS) dataset=$(DATASETS) \
-		seed=$(SEEDS) hydra/launcher=$(LAUNCHER) results_dir=$(RESULTS) \
-		$(if $(filter logger=% ~logger,$(ARGS)),,logger=$(strip $(LOGGER))) $(ARGS)
-	$(BIN)/python -m benchmark.table $(RESULTS)
-
-table1: install
 	$(BIN)/python -m benchmark.table $(RESULTS)
 
 # The studies of results/protocol_study.md and results/claim_study.md (resumable, as above).

@@ -426,6 +426,7 @@ def test_make_reproduce_table1_uses_logger_auto_unless_args_choose() -> None:
         out = subprocess.run(
             ["make", "-n", "reproduce-table1", *args], cwd=REPO_ROOT, capture_output=True, text=True
         )
+        assert out.returncode == 0 and out.stderr == ""  # no make warning (a recipe overridden)
         return out.stdout
 
     assert "logger=auto" in dry_run()
