@@ -15,7 +15,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from benchmark.runs.cli import expand_seed_ranges
-from benchmark.runs.config import configure_hydra
+from benchmark.runs.config import configure_hydra, one_line_hydra_errors
 from benchmark.runs.experiment import run, summary_line
 from benchmark.runs.validation import ConfigError
 from benchmark.training.checkpointing import CorruptCheckpointError
@@ -48,8 +48,9 @@ def main(cfg: DictConfig) -> float | None:
 if __name__ == "__main__":
     try:
         sys.argv[1:] = expand_seed_ranges(sys.argv[1:])
+        with one_line_hydra_errors():
+            main()
     except ConfigError as err:
         sys.exit(f"error: {err}")
-    main()
     if FAILED_RUNS:
         sys.exit(f"error: {len(FAILED_RUNS)} run(s) of the sweep failed (see above): {FAILED_RUNS}")

@@ -1,6 +1,6 @@
 """Shared logic of the binary-image data modules: binarization, device placement, loaders.
 
-Images are flattened to ``[N, 784]`` float32 in ``[0, 1]``. Binarization modes (PAPER.md
+Images are flattened to ``[N, 784]`` float32 in ``[0, 1]``. Binarization modes (docs/paper.md
 section 3):
 
 - ``dynamic`` (default): training pixels are resampled ``x ~ Bernoulli(intensity)`` for every

@@ -2,9 +2,10 @@
 
 ``python -m benchmark.runs.prepare_data mnist,omniglot [override ...]`` composes each data set's
 config (as ``run.py dataset=<name> override ...`` would) and calls its datamodule's
-``prepare_data``: mirror copy or download, checksum, parse. It prints one line per data set
-and exits non-zero on the first that is missing or corrupt, naming the file and the fix, so a
-sweep never fails hours in when it reaches a data set that cannot be loaded.
+``prepare_data``: mirror copy or download, checksum, parse. It prints ``data ok: <name>`` for
+each data set that loads and one ``error:`` line for each that does not, naming the file, where
+to put it and the offline alternative, and exits 1 if any is missing: a sweep never fails
+hours in when it reaches a data set that cannot be loaded.
 """
 
 from __future__ import annotations
@@ -13,19 +14,25 @@ import sys
 from collections.abc import Sequence
 
 from benchmark.runs.builders import build_datamodule
-from benchmark.runs.config import CONFIG_DIR, compose_config
+from benchmark.runs.config import compose_config
+from benchmark.runs.validation import ConfigError
 from datamodules import DataError
 
 
-def prepare(datasets: Sequence[str], overrides: Sequence[str] = ()) -> None:
-    """Raise :class:`DataError` for the first of ``datasets`` whose files cannot be loaded."""
-    choices = sorted(path.stem for path in (CONFIG_DIR / "dataset").glob("*.yaml"))
+def prepare(datasets: Sequence[str], overrides: Sequence[str] = ()) -> dict[str, DataError]:
+    """Fetch and check each of ``datasets``; return the error of each that cannot be loaded.
+
+    Raises :class:`ConfigError` for an unknown data set or override."""
+    missing = {}
     for name in datasets:
-        if name not in choices:
-            raise DataError(f"unknown dataset {name!r}: choose from {', '.join(choices)}")
-        cfg = compose_config([f"dataset={name}", *overrides])
-        build_datamodule(cfg).prepare_data()
-        print(f"data ok: {name}")
+        try:
+            build_datamodule(compose_config([f"dataset={name}", *overrides])).prepare_data()
+        except DataError as err:
+            missing[name] = err
+            print(f"error: {err}", file=sys.stderr, flush=True)
+        else:
+            print(f"data ok: {name}", flush=True)
+    return missing
 
 
 def main(argv: Sequence[str]) -> int:
@@ -33,11 +40,10 @@ def main(argv: Sequence[str]) -> int:
         print("usage: python -m benchmark.runs.prepare_data DATASET[,DATASET...] [override ...]")
         return 2
     try:
-        prepare(argv[0].split(","), argv[1:])
-    except DataError as err:
+        return 1 if prepare(argv[0].split(","), argv[1:]) else 0
+    except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
+        return 2
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def protocol_id(cfg: DictConfig) -> str:
 
 
 def protocol_choices(cfg: DictConfig) -> dict[str, Any]:
-    """The open choices of PAPER.md section 3 as used by this run."""
+    """The open choices of docs/paper.md section 3 as used by this run."""
     random = cfg.model.get("random_encoder") or cfg.model.get("random_decoder")
     network = OmegaConf.to_container(cfg.network, resolve=True)
     return {

@@ -191,12 +191,12 @@ def test_chardata_with_wrong_layout_is_reported(tmp_path: Path) -> None:
         load_chardata(tmp_path / "chardata.mat")
 
 
-def test_missing_chardata_offline_points_to_the_file_and_to_source_images(offline: Path) -> None:
+def test_missing_chardata_offline_points_to_the_file_and_to_the_images(offline: Path) -> None:
     with pytest.raises(DataError) as info:
         OmniglotDataModule(data_dir=offline).setup()
     message = str(info.value)
     assert "chardata.mat" in message and str(offline / "omniglot") in message
-    assert "source=images" in message
+    assert "dataset=omniglot_images" in message
 
 
 def test_corrupt_chardata_fails_its_checksum(tmp_path: Path) -> None:
@@ -289,11 +289,15 @@ def test_prepare_data_passes_available_data_sets(
     assert capsys.readouterr().out.splitlines() == ["data ok: mnist", "data ok: omniglot_images"]
 
 
-def test_prepare_data_stops_at_missing_data_before_any_run(
+def test_prepare_data_names_each_missing_data_set_in_one_line(
     offline: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert prepare_data.main(["omniglot", f"data_dir={offline}"]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("error: chardata.mat is not in") and "source=images" in err
-    assert prepare_data.main(["mnistt"]) == 1
-    assert "unknown dataset 'mnistt': choose from mnist, omniglot" in capsys.readouterr().err
+    assert prepare_data.main(["omniglot,mnist", f"data_dir={offline}"]) == 1
+    chardata, mnist = capsys.readouterr().err.splitlines()
+    assert chardata.startswith(f"error: chardata.mat is not in {offline / 'omniglot'}")
+    assert "DATASETS=mnist,omniglot_images" in chardata
+    assert mnist.startswith("error: train-images-idx3-ubyte.gz is not in")
+    assert prepare_data.main(["mnistt"]) == 2
+    assert capsys.readouterr().err == (
+        "error: unknown dataset=mnistt: choose one of mnist, omniglot, omniglot_images\n"
+    )

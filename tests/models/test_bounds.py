@@ -1,6 +1,6 @@
-"""The facts of PAPER.md section 5 that need exact answers, checked statistically on tiny
-models whose log p(x) is known (quadrature, or plain Monte Carlo of the mixture); the facts
-that hold for every model config are in ``test_every_model``.
+"""The facts of docs/paper.md section 5 that need exact answers, checked statistically on
+tiny models whose log p(x) is known (quadrature, or plain Monte Carlo of the mixture); the
+facts that hold for every model config are in ``test_every_model``.
 
 Every tolerance is a multiple (4 or 5) of the standard error of the compared statistic,
 estimated from the same draws.

@@ -1,4 +1,4 @@
-"""The facts of PAPER.md section 5 for every model config in conf/model (the registered
+"""The facts of docs/paper.md section 5 for every model config in conf/model (the registered
 models), on tiny versions of their networks: a new model config gets these tests for free.
 The checks against exact marginals of tiny models are in ``test_bounds``.
 

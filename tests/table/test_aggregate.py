@@ -14,6 +14,7 @@ import pytest
 import torch
 from scipy import stats
 
+from benchmark.runs.prepare_data import prepare
 from benchmark.table.aggregate import aggregate, main
 from tests.conftest import REPO_ROOT
 
@@ -275,9 +276,23 @@ def test_missing_results_dir_is_an_error(tmp_path: Path) -> None:
     assert main([str(tmp_path / "nowhere")]) == 2
 
 
-def test_make_reproduce_table1_runs_end_to_end(tmp_path: Path, data_dir: Path) -> None:
-    results = tmp_path / "results"
-    env = {**os.environ, "IWAER_DATA_DIR": str(data_dir)}
+def test_make_reproduce_table1_offline_runs_and_tables_the_cells_it_can(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """Offline without ``chardata.mat``: one line names it, the other cells run and are tabled
+    (omniglot's images only where the sweep asks for them), and make fails naming the skipped
+    cells."""
+    assert not prepare(["mnist", "omniglot_images"], [f"data_dir={data_dir}"])  # fetched now
+    results, empty_mirror = tmp_path / "results", tmp_path / "mirror"
+    empty_mirror.mkdir()
+    unreachable = "http://127.0.0.1:9"  # every download refused at once
+    env = {k: v for k, v in os.environ.items() if k.lower() != "no_proxy"}
+    env.update(
+        IWAER_DATA_DIR=str(data_dir),
+        IWAER_DATA_MIRROR=str(empty_mirror),
+        HTTP_PROXY=unreachable,
+        HTTPS_PROXY=unreachable,
+    )
     proc = subprocess.run(
         [
             "make",
@@ -285,7 +300,7 @@ def test_make_reproduce_table1_runs_end_to_end(tmp_path: Path, data_dir: Path) -
             "reproduce-table1",
             "PRESET=smoke",
             "SEEDS=0-1",
-            "DATASETS=mnist,omniglot_images",
+            "DATASETS=mnist,omniglot,omniglot_images",
             f"RESULTS={results}",
             "ARGS=trainer.enable_progress_bar=false eval.progress=false eval.n_samples=20",
         ],
@@ -295,8 +310,16 @@ def test_make_reproduce_table1_runs_end_to_end(tmp_path: Path, data_dir: Path) -
         text=True,
         timeout=900,
     )
-    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+    assert proc.returncode != 0, (proc.stdout[-3000:], proc.stderr[-3000:])
     assert "data ok: mnist\ndata ok: omniglot_images\n" in proc.stdout
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2, proc.stderr[-3000:]
+    assert errors[0].startswith(f"error: chardata.mat is not in {data_dir / 'omniglot'}")
+    assert "DATASETS=mnist,omniglot_images" in errors[0]
+    assert errors[1] == (
+        "error: skipped 3 cells, their data are missing (see above): "
+        "omniglot/iwae, omniglot/iwaer, omniglot/iwaerrec"
+    )
     assert len(list(results.rglob("result.json"))) == 12
     payload = json.loads((results / "table1.json").read_text())
     assert {(c["dataset"], c["model"], c["n"]) for c in payload["cells"]} == {
