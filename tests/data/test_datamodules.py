@@ -258,7 +258,8 @@ def test_dynamic_binarization_is_seeded_by_step() -> None:
 
 
 def test_binarize_draws_each_pixel_with_its_own_intensity() -> None:
-    """The training minibatches' binarization (Philox uniforms on CPUs)."""
+    """The training minibatches' binarization: P(x = 1) is each pixel's intensity, pixels
+    drawn independently."""
     levels = torch.tensor([0.0, 0.02, 0.3, 0.5, 0.97, 1.0])
     n = 20_000
     dm = MNISTDataModule(seed=0)
