@@ -70,28 +70,34 @@ CAPABILITY_CHECKS = {
 
 
 def device_branches(path) -> list[tuple[str, int]]:
-    """(enclosing function, line) of every comparison with a device name and every
-    ``torch.cuda`` query in ``path``."""
+    """(enclosing function or ``<module>``, line) of every comparison with a device name
+    (``==``, ``!=``, ``in``, ``.startswith``), every ``.is_cuda`` and every ``torch.cuda``
+    query in ``path``."""
     tree = ast.parse(path.read_text())
-    found = []
+    owner = {}
     for function in [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]:
         for node in ast.walk(function):
-            names = set()
-            if isinstance(node, ast.Compare):
-                for operand in [node.left, *node.comparators]:
-                    elements = (
-                        operand.elts
-                        if isinstance(operand, (ast.Tuple, ast.List, ast.Set))
-                        else [operand]
-                    )
-                    names |= {e.value for e in elements if isinstance(e, ast.Constant)}
-            cuda_query = (
-                isinstance(node, ast.Attribute)
-                and isinstance(node.value, ast.Attribute)
-                and node.value.attr == "cuda"
+            owner.setdefault(node, function.name)  # the outermost function
+    found = []
+    for node in ast.walk(tree):
+        operands = []
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "startswith":
+            operands = node.args
+        names = {
+            element.value
+            for operand in operands
+            for element in (
+                operand.elts if isinstance(operand, (ast.Tuple, ast.List)) else [operand]
             )
-            if names & DEVICE_NAMES or cuda_query:
-                found.append((function.name, node.lineno))
+            if isinstance(element, ast.Constant)
+        }
+        attribute = isinstance(node, ast.Attribute) and (
+            node.attr == "is_cuda" or getattr(node.value, "attr", "") == "cuda"
+        )
+        if names & DEVICE_NAMES or attribute:
+            found.append((owner.get(node, "<module>"), node.lineno))
     return found
 
 
@@ -110,15 +116,17 @@ def test_no_device_branches_outside_the_named_capability_checks() -> None:
 
 
 @pytest.mark.parametrize(
-    "code",
+    "branch",
     [
-        'def f(d):\n    return d.type == "cpu"',
-        'def f(d):\n    return d.type != "cuda"',
-        'def f(d):\n    return d.type in ("cpu", "cuda")',
-        "def f():\n    return torch.cuda.is_available()",
+        'd.type == "cpu"',
+        'd.type != "cuda"',
+        'd.type in ("cpu", "cuda")',
+        "torch.cuda.is_available()",
+        "d.is_cuda",
+        'str(d).startswith("cuda")',
     ],
 )
-def test_the_device_branch_check_sees_every_form(code: str, tmp_path) -> None:
+def test_the_device_branch_check_sees_every_form(branch: str, tmp_path) -> None:
     path = tmp_path / "m.py"
-    path.write_text(code)
-    assert device_branches(path) == [("f", 2)]
+    path.write_text(f"def f(d):\n    return {branch}\n\n\nFLAG = {branch}\n")
+    assert sorted(device_branches(path)) == [("<module>", 5), ("f", 2)]

@@ -41,9 +41,10 @@ def compile_pass(fn: Callable[..., Any], mode: CompileMode) -> Callable[..., Any
 
 
 def fresh_compile_caches() -> None:
-    """Forget every compiled graph. Models share their pass's code object, and torch.compile
-    runs a function eagerly after a few recompilations of one code object: so each run of a
-    one-process sweep, and each measured model, compiles from empty caches."""
+    """Forget every compiled graph of this process. Models share their pass's code object,
+    and torch.compile runs a function eagerly after a few recompilations of one code object:
+    so each run of a one-process sweep, and each measured model, compiles afresh (inductor's
+    on-disk cache of generated code stays, and spares later compiles part of their time)."""
     torch.compiler.reset()
 
 

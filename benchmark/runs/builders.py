@@ -128,7 +128,6 @@ def build_trainer(cfg: DictConfig, run_dirs: Sequence[Path]) -> pl.Trainer:
         cfg.trainer,
         logger=False,
         callbacks=callbacks,
-        enable_checkpointing=True,
         plugins=[PerRunCheckpointIO([run_dir / LAST_CHECKPOINT for run_dir in run_dirs])],
         check_val_every_n_epoch=max(every, 1),
         limit_val_batches=val_batches,

@@ -225,14 +225,11 @@ def train_group(
     started = time.perf_counter()
     cfg = cfgs[0]
     seeds = [c.seed for c in cfgs]
-    log.info(
-        "%s/%s: training seed%s %s%s",
-        cfg.dataset.name,
-        cfg.model.name,
-        "s" if len(seeds) > 1 else "",
-        ", ".join(map(str, seeds)),
-        " (resuming)" if resume else "",
-    )
+    plural = "s" if len(seeds) > 1 else ""
+    log.info("%s/%s: training seed%s %s", cfg.dataset.name, cfg.model.name, plural, seeds)
+    checkpoints = [run_dir / LAST_CHECKPOINT for run_dir in run_dirs]
+    if resume:
+        log.info("resuming from %s", ", ".join(map(str, checkpoints)))
     prepare_process(cfg)
     datamodule = build_group_datamodule(cfgs)
     module = build_module(cfgs, datamodule.x_dim)
@@ -246,9 +243,9 @@ def train_group(
     for c, loggers in zip(cfgs, module.replica_loggers, strict=True):
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(c, resolve=True))
-    checkpoints = [run_dir / LAST_CHECKPOINT for run_dir in run_dirs]
     with contextlib.suppress(TrainingDivergedError):  # every replica diverged: see below
         trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoints[0] if resume else None)
+    module.to(datamodule.test_data.device)  # Lightning's teardown moved it to the CPU
     train_seconds = time.perf_counter() - started
     outcomes: list[Outcome] = []
     for r, (c, run_dir) in enumerate(zip(cfgs, run_dirs, strict=True)):

@@ -5,8 +5,9 @@ overrides of ``run.py -m``. It checks the config of every (model, data set) cell
 each data set (``benchmark.runs.prepare_data``): one that cannot be had gets one line naming the
 file, where to put it and the offline alternative, and its cells are skipped, never run on
 another data set. The other cells go through ``python -m benchmark.speed.eta`` (the projected
-wall time), ``run.py -m`` and ``python -m benchmark.table <results_dir>``. The exit status is
-1 when cells were skipped, with a last line naming them, and that of a failed step otherwise.
+wall time), ``run.py -m`` and ``python -m benchmark.table <results_dir>``, which tables the
+finished runs even when some failed. The exit status is 1 when cells were skipped, with a
+last line naming them, and that of the first failed step otherwise.
 """
 
 from __future__ import annotations
@@ -38,17 +39,15 @@ def reproduce(argv: Sequence[str]) -> int:
         validate(cfg)
     missing = prepare(datasets, [*shared, f"model={models[0]}"])
     available = [name for name in datasets if name not in missing]
+    status = 0
     if available:
         sweep = [a for a in argv if not a.startswith("dataset=")]
         sweep.append(f"dataset={','.join(available)}")
-        for step in (
-            ["-m", "benchmark.speed.eta", *sweep],
-            [str(RUN_PY), "-m", *sweep],
-            ["-m", "benchmark.table", cells[0].results_dir],
-        ):
-            status = subprocess.run([sys.executable, *step]).returncode
-            if status:
-                return status
+        for step in (["-m", "benchmark.speed.eta", *sweep], [str(RUN_PY), "-m", *sweep]):
+            status = status or subprocess.run([sys.executable, *step]).returncode
+        table = [sys.executable, "-m", "benchmark.table", cells[0].results_dir]  # what finished
+        tabled = subprocess.run(table).returncode
+        status = status or tabled
     if missing:
         skipped = [f"{dataset}/{model}" for dataset in missing for model in models]
         print(
@@ -57,7 +56,7 @@ def reproduce(argv: Sequence[str]) -> int:
             file=sys.stderr,
         )
         return 1
-    return 0
+    return status
 
 
 def main(argv: Sequence[str]) -> int:

@@ -69,6 +69,7 @@ def unstack_checkpoint(checkpoint: dict[str, Any], r: int) -> dict[str, Any]:
     hparams["seed"] = hparams.pop("seeds")[r]
     out = {key: value for key, value in checkpoint.items() if key != REPLICAS_KEY}
     out["hyper_parameters"] = hparams
+    out["last_train_bound"] = group["last_train_bounds"][r]
     out["callbacks"] = {}  # the group's checkpoint callback points at the group, not the run
     out["state_dict"] = {
         f"net.{name}": checkpoint["state_dict"][f"{STACKED_PREFIX}{i}"][r].clone()
@@ -103,6 +104,8 @@ def stack_checkpoints(checkpoints: Sequence[dict[str, Any]], paths: Sequence[Pat
     out = dict(first)
     out["hyper_parameters"] = {"seeds": [c["hyper_parameters"]["seed"] for c in checkpoints]}
     out["hyper_parameters"].update(hparams)
+    out.pop("last_train_bound", None)
+    out[REPLICAS_KEY] = {"last_train_bounds": [c.get("last_train_bound") for c in checkpoints]}
     out["state_dict"] = {
         f"{STACKED_PREFIX}{i}": torch.stack([c["state_dict"][f"net.{name}"] for c in checkpoints])
         for i, name in enumerate(names)

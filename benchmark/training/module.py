@@ -42,10 +42,10 @@ class ImportanceWeightedLitModule(pl.LightningModule):
 
     Per replica, ``train/bound`` is the epoch's mean of ``mean_b L_k(x_b)`` on the binarized
     training minibatches (the bound itself, in nats), and ``test/bound`` (validation loop, on
-    the first test points) L_k with the same noise at every epoch. A replica whose training
-    bound becomes NaN or infinite is marked in :attr:`diverged` (its message) and no longer
-    logged or checkpointed; the others train on, and when all have diverged the fit stops
-    with :class:`TrainingDivergedError`.
+    the first test points of a fixed random order) L_k with the same noise at every epoch. A
+    replica whose training bound becomes NaN or infinite is marked in :attr:`diverged` (its
+    message) and no longer logged or checkpointed; the others train on, and when all have
+    diverged the fit stops with :class:`TrainingDivergedError`.
     """
 
     def __init__(
@@ -156,7 +156,12 @@ class ImportanceWeightedLitModule(pl.LightningModule):
             "names": list(self.replicas.names),
             "seeds": self.seeds,
             "skip": sorted(self.diverged),
+            "last_train_bounds": self.last_train_bounds,
         }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The replicas' last ``train/bound``, for a run resumed after its last epoch."""
+        self.last_train_bounds = list(checkpoint[REPLICAS_KEY]["last_train_bounds"])
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return adam(self.parameters(), self.hparams.lr, tuple(self.hparams.betas), self.hparams.eps)

@@ -73,8 +73,8 @@ class StackedReplicas(nn.Module):
         return self._bounds(named, x, noise)
 
     def replica(self, r: int) -> ImportanceWeightedModel:
-        """Model r, its parameters views of ``stacked[.][r]`` (no gradient; it follows the
-        stacked values as they train, and moves with them between devices)."""
+        """Model r, its parameters views of ``stacked[.][r]`` as they are now (no gradient; it
+        follows the stacked values as they train, on their device at the time of the call)."""
         net = self.nets[r]
         for name, stacked in zip(self.names, self.stacked, strict=True):
             owner, _, leaf = name.rpartition(".")

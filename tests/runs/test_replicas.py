@@ -146,6 +146,21 @@ def test_replicas_resume_alone_or_in_any_group(
         assert set(curves(got)) == {1}  # only the epoch after the checkpoint was trained
 
 
+def test_a_run_stopped_after_training_is_evaluated_as_it_would_have_been(
+    runs_alone: list[dict], tmp_path: Path, data_dir: Path
+) -> None:
+    """Killed between its last checkpoint and its result: relaunched, it trains nothing and
+    writes the result it would have written, its last training bound included."""
+    want = runs_alone[0]
+    source = Path(want["config"]["run_dir"])
+    cfg = config(tmp_path, data_dir, 0, "trainer.max_epochs=2")
+    shutil.copytree(source, cfg.run_dir)
+    (Path(cfg.run_dir) / "result.json").unlink()
+    got = run(cfg)
+    assert got["test_ll"] == want["test_ll"] and got["epochs"] == want["epochs"]
+    assert got["train_bound_last_epoch"] == want["train_bound_last_epoch"] is not None
+
+
 def test_replicas_launcher_groups_a_sweep_by_all_but_seed(tmp_path: Path, data_dir: Path) -> None:
     """``hydra/launcher=replicas`` through run.py: one group per model, every run its own
     directory with result, Hydra configs, checkpoint and W&B run: offline by itself without an
@@ -182,7 +197,7 @@ def test_replicas_launcher_groups_a_sweep_by_all_but_seed(tmp_path: Path, data_d
 
 
 def test_a_diverged_replica_fails_alone(
-    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+    runs_alone: list[dict], tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A replica whose bound becomes NaN is reported (one line, its seed) and not
     checkpointed; the others of its group train on and finish."""
@@ -198,6 +213,7 @@ def test_a_diverged_replica_fails_alone(
     cfgs = [config(tmp_path, data_dir, s, "trainer.max_epochs=2") for s in (0, 1)]
     healthy, diverged = run_group(cfgs, [None] * 2)
     assert healthy["epochs"] == 2 and math.isfinite(healthy["test_ll"])
+    assert healthy["test_ll"] == pytest.approx(runs_alone[0]["test_ll"], rel=RTOL, abs=0)
     assert isinstance(diverged, TrainingDivergedError)
     assert "seed 1" in str(diverged) and "no checkpoint was written" in str(diverged)
     assert not (Path(cfgs[1].run_dir) / "result.json").exists()
