@@ -3,10 +3,13 @@ reduce-overhead (CUDA graphs on GPUs). The model's pass is the same plain PyTorc
 mode; the noise is drawn eagerly from the step's stream and passed in, so every mode draws the
 same numbers (and rounds them its own way).
 
-The default is false on every device, so the tests, which run on CPUs, take the path GPU users
-run by default (eager until a GPU measurement says otherwise). On the 2-core CPU of
-``results/bench.md``, compile=true saves 11-18% of a training step for 2-9 s of compile time
-per run and pass shape: worth it for a paper-length CPU run, a few percent of a quick one.
+The default is false on every device. On GPUs it stays so until a GPU measurement says
+otherwise. On the 2-core CPU of ``results/bench.md``, compile=true saves 3-8 ms of a 24-76 ms
+training step (11-18%) for 2-9 s of compile time per pass shape, and a run compiles three
+(training, ``test/bound``, evaluation): over a quick-preset run's 3,000 steps that is 9-25 s
+saved against 10-15 s spent, break-even for IWAE and about 3% for IWAER. It pays on
+paper-length CPU runs, where ``compile=true`` is worth passing; as the default it would not,
+and the tests, which run on CPUs, take the path GPU users run by default.
 """
 
 from __future__ import annotations
