@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,8 +18,10 @@ from benchmark.runs.builders import LAST_CHECKPOINT
 from benchmark.runs.config import compose_config
 from benchmark.runs.experiment import PER_POINT_FILE, run, run_group
 from benchmark.runs.metrics_log import read_epoch_metrics
+from benchmark.runs.rescore import load_model, rescore
+from benchmark.runs.validation import ConfigError
 from benchmark.training.module import ImportanceWeightedLitModule, TrainingDivergedError
-from tests.conftest import run_py
+from tests.conftest import REPO_ROOT, run_py
 
 TINY_RUN = [
     "experiment=smoke",
@@ -218,3 +222,30 @@ def test_a_diverged_replica_fails_alone(
     assert "seed 1" in str(diverged) and "no checkpoint was written" in str(diverged)
     assert not (Path(cfgs[1].run_dir) / "result.json").exists()
     assert not (Path(cfgs[1].run_dir) / LAST_CHECKPOINT).exists()
+
+
+def test_a_finished_run_loads_and_rescores_without_touching_its_result(
+    runs_alone: list[dict],
+) -> None:
+    """``load_model`` gives the trained model (its estimate is the run's own); rescoring with
+    the run's own settings reproduces its test log-likelihood bitwise, other settings write a
+    separate record; ``result.json`` stays as it was."""
+    run_dir = Path(runs_alone[0]["config"]["run_dir"])
+    before = (run_dir / "result.json").read_bytes()
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmark.runs.rescore", str(run_dir), "eval.seed=0"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (same,) = (run_dir / "rescore").glob("*.json")
+    record = json.loads(same.read_text())
+    assert record["test_ll"] == runs_alone[0]["test_ll"]
+    other = rescore(run_dir, ["eval.seed=1", "eval.n_samples=20"])
+    assert other["eval_samples"] == 20 and other["test_ll"] != record["test_ll"]
+    assert len(list((run_dir / "rescore").glob("*.json"))) == 2
+    assert (run_dir / "result.json").read_bytes() == before
+    with pytest.raises(ConfigError, match="cannot rescore"):
+        rescore(run_dir, ["optim.lr=1"])
+    assert not load_model(run_dir).training

@@ -1,0 +1,129 @@
+"""Finished runs as models: load one (:func:`load_model`), or score it again with other
+evaluation settings (``python -m benchmark.runs.rescore RUN_DIR [override ...]``).
+
+``RUN_DIR`` is a run directory (``.../<protocol id>/seed_<seed>``). The overrides may change
+the estimator (``eval.n_samples=5000`` as in Burda et al., ``eval.seed``, ``eval.batch_size``,
+``eval.memory_cap_gib``, ``eval.max_chunk_rows``) and the test data
+(``dataset.test_binarization_seed``, ``dataset.test_subset``). The record goes to
+``RUN_DIR/rescore/<id>.json`` with its per-point estimates, ``<id>`` naming the overrides;
+``result.json`` is never touched. Runs are scored on the CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from benchmark.evaluation.estimator import estimate_log_likelihood
+from benchmark.models.base import ImportanceWeightedModel
+from benchmark.runs.builders import (
+    LAST_CHECKPOINT,
+    build_datamodule,
+    build_model,
+    estimator_options,
+)
+from benchmark.runs.experiment import RESULT_FILE, write_json_atomic
+from benchmark.runs.provenance import device_name, git_state, package_versions
+from benchmark.runs.validation import ConfigError, validate
+from datamodules import DataError
+
+RESCORE_DIR = "rescore"
+RESCORABLE = ("eval.", "dataset.test_binarization_seed", "dataset.test_subset")
+
+
+def run_config(run_dir: Path) -> DictConfig:
+    """The resolved config a run was made with, from its ``result.json``."""
+    path = Path(run_dir) / RESULT_FILE
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist: give the directory of a finished run")
+    return OmegaConf.create(json.loads(path.read_text())["config"])
+
+
+def load_model(run_dir: Path, cfg: DictConfig | None = None) -> ImportanceWeightedModel:
+    """The trained model of the finished run in ``run_dir`` (its last checkpoint), in eval
+    mode on the CPU; ``cfg``: the run's config, if at hand."""
+    cfg = run_config(run_dir) if cfg is None else cfg
+    path = Path(run_dir) / LAST_CHECKPOINT
+    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    net = build_model(cfg, build_datamodule(cfg).x_dim)
+    net.load_state_dict({key.removeprefix("net."): value for key, value in state.items()})
+    return net.eval()
+
+
+def rescore(run_dir: Path, overrides: Sequence[str]) -> dict[str, Any]:
+    """Score the finished run in ``run_dir`` with its config changed by ``overrides`` (keys
+    under :data:`RESCORABLE`); write and return the record."""
+    run_dir = Path(run_dir)
+    cfg = run_config(run_dir)
+    for override in overrides:
+        key = override.partition("=")[0]
+        if not key.startswith(RESCORABLE) or OmegaConf.select(cfg, key) is None:
+            raise ConfigError(
+                f"cannot rescore with {override!r}: give eval.* keys of the run's config, "
+                "dataset.test_binarization_seed or dataset.test_subset"
+            )
+    cfg.merge_with_dotlist(list(overrides))
+    validate(cfg)
+    datamodule = build_datamodule(cfg)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    started = time.perf_counter()
+    estimate = estimate_log_likelihood(
+        load_model(run_dir, cfg),
+        datamodule.test_data,
+        n_samples=cfg.eval.n_samples,
+        progress=cfg.eval.progress,
+        **estimator_options(cfg),
+    )
+    record_id = hashlib.sha256(" ".join(sorted(overrides)).encode()).hexdigest()[:8]
+    out = run_dir / RESCORE_DIR
+    out.mkdir(exist_ok=True)
+    per_point_file = f"{record_id}_per_point.pt"
+    torch.save(estimate.per_point, out / per_point_file)
+    record = {
+        "id": record_id,
+        "run_dir": str(run_dir),
+        "overrides": list(overrides),
+        "test_ll": estimate.mean,
+        "test_ll_se": estimate.standard_error,
+        "n_test": estimate.n_points,
+        "eval_samples": estimate.n_samples,
+        "eval": OmegaConf.to_container(cfg.eval),
+        "dataset": OmegaConf.to_container(cfg.dataset),
+        "versions": package_versions(),
+        "git": git_state(),
+        "machine": {"device_name": device_name(torch.device("cpu"))},
+        "wall_time_s": time.perf_counter() - started,
+        "per_point_file": per_point_file,
+    }
+    write_json_atomic(out / f"{record_id}.json", record)
+    return record
+
+
+def main(argv: Sequence[str]) -> int:
+    if not argv:
+        print("usage: python -m benchmark.runs.rescore RUN_DIR [override ...]", file=sys.stderr)
+        return 2
+    try:
+        record = rescore(Path(argv[0]), argv[1:])
+    except (ConfigError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(
+        f"test log-likelihood {record['test_ll']:.3f} ± {record['test_ll_se']:.3f} nats "
+        f"(S={record['eval_samples']}, n={record['n_test']}) -> "
+        f"{Path(argv[0]) / RESCORE_DIR / record['id']}.json"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
