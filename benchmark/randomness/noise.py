@@ -49,25 +49,27 @@ def draw_stacked_normal(
     tuples, kept as they are) on ``like``'s device and dtype, R = ``len(generators)``: row r
     of one buffer, filled from ``generators[r]``'s stream and cut into the leaves in the order
     of the nest, is exactly :func:`draw_normal` of ``generators[r]``."""
+    return _fill(shapes, _stacked_parts(shapes, generators, like)[::-1])
+
+
+def _stacked_parts(
+    shapes: Shapes, generators: Sequence[torch.Generator | None], like: Tensor
+) -> list[Tensor]:
+    """The leaves of ``shapes`` in order, ``[R, *shape]`` each: views of one ``[R, n]`` buffer
+    whose row r is filled from ``generators[r]``."""
     leaves = _leaves(shapes)
     sizes = [math.prod(shape) for shape in leaves]
     flat = torch.empty(len(generators), sum(sizes), device=like.device, dtype=like.dtype)
     for row, generator in zip(flat, generators, strict=True):
         row.normal_(generator=generator)
-    parts = [
+    return [
         part.view(len(generators), *shape)
         for part, shape in zip(flat.split(sizes, dim=1), leaves, strict=True)
     ]
-    return _fill(shapes, parts[::-1])
 
 
 def draw_normal(shapes: Shapes, generator: torch.Generator | None, like: Tensor) -> Noise:
     """Standard normal tensors of ``shapes`` on ``like``'s device and dtype: consecutive views
-    of one buffer, in the order of the nest, from ``generator``'s stream."""
-    leaves = _leaves(shapes)
-    sizes = [math.prod(shape) for shape in leaves]
-    flat = torch.empty(sum(sizes), device=like.device, dtype=like.dtype).normal_(
-        generator=generator
-    )
-    parts = [part.view(shape) for part, shape in zip(flat.split(sizes), leaves, strict=True)]
-    return _fill(shapes, parts[::-1])
+    of one buffer, in the order of the nest, from ``generator``'s stream (the one replica of
+    :func:`draw_stacked_normal`)."""
+    return _fill(shapes, [part[0] for part in _stacked_parts(shapes, [generator], like)[::-1]])

@@ -26,6 +26,7 @@ from benchmark.runs.builders import (
 from benchmark.runs.config import CONFIG_DIR, compose_config
 from benchmark.runs.experiment import run
 from benchmark.runs.metrics_log import read_epoch_metrics
+from benchmark.runs.rescore import load_model
 from benchmark.runs.validation import validate
 from benchmark.training.module import TrainingDivergedError
 from benchmark.training.stacked import StackedReplicas
@@ -315,11 +316,12 @@ def test_test_ll_monitor_is_the_estimate_on_the_monitor_points_and_leaves_traini
 
     cfg = small_run_config(tmp_path, data_dir, *overrides)
     datamodule = build_datamodule(cfg)
-    checkpoint = torch.load(run_dirs[2] / "checkpoints" / "last.ckpt", weights_only=False)
-    net = build_model(cfg, 784)
-    net.load_state_dict({k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items()})
     estimate = estimate_log_likelihood(
-        net, datamodule.monitor_points(150), n_samples=30, seed=3, progress=False
+        load_model(run_dirs[2]),
+        datamodule.monitor_points(150),
+        n_samples=30,
+        seed=3,
+        progress=False,
     )
     assert monitored[3] == pytest.approx(estimate.mean, abs=1e-4)
     assert monitored[3] > monitored[1]  # training improves it
