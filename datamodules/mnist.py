@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torchvision.datasets import MNIST
 
-from datamodules.base import BinaryImageDataModule
+from datamodules.base import BinaryImageDataModule, Splits
 from datamodules.errors import DataError
 from datamodules.files import copy_from_mirror, fetch
 
@@ -61,7 +61,8 @@ def read_amat(path: Path, split: str) -> Tensor:
 
 
 class MNISTDataModule(BinaryImageDataModule):
-    """MNIST, 60,000 train / 10,000 test; ``static`` uses Larochelle's 50,000 + 10,000 / 10,000."""
+    """MNIST, 60,000 train / 10,000 test; ``static`` uses Larochelle's 50,000 + 10,000 / 10,000
+    (with a validation split: its 50,000 to train, its 10,000 ``valid`` images to validate)."""
 
     name = "mnist"
 
@@ -72,7 +73,7 @@ class MNISTDataModule(BinaryImageDataModule):
     def _raw_dir(self) -> Path:
         return self.data_dir / "MNIST" / "raw"
 
-    def load_splits(self) -> tuple[Tensor, Tensor]:
+    def load_splits(self) -> Splits:
         for filename, md5 in MNIST.resources:
             fetch(
                 self._raw_dir() / filename,
@@ -91,7 +92,7 @@ class MNISTDataModule(BinaryImageDataModule):
                 f"reading the MNIST files in {self._raw_dir()} failed ({err}). Delete the "
                 f"extracted files there (keep the checked .gz files) and run again."
             ) from err
-        return tuple(s.reshape(s.shape[0], -1).float().div_(255.0) for s in splits)
+        return Splits(*(s.reshape(s.shape[0], -1).float().div_(255.0) for s in splits))
 
     def _amat(self, split: str) -> Tensor:
         plain = self.data_dir / "binarized_mnist" / f"binarized_mnist_{split}.amat"
@@ -105,11 +106,11 @@ class MNISTDataModule(BinaryImageDataModule):
             )
         return read_amat(plain if plain.is_file() else gz, split)
 
-    def load_static(self) -> tuple[Tensor, Tensor]:
-        train = self._amat("train")
-        if self.static_include_valid:
-            train = torch.cat([train, self._amat("valid")])
-        return train, self._amat("test")
+    def load_static(self) -> Splits:
+        train, valid, test = self._amat("train"), self._amat("valid"), self._amat("test")
+        if self.val_size is None and self.static_include_valid:
+            return Splits(torch.cat([train, valid]), test)
+        return Splits(train, test, valid)
 
     def protocol(self) -> dict[str, object]:
         return {**super().protocol(), "static_include_valid": self.static_include_valid}

@@ -23,7 +23,7 @@ from torchvision.datasets.utils import download_and_extract_archive
 from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms.v2 import functional as TF
 
-from datamodules.base import BinaryImageDataModule
+from datamodules.base import BinaryImageDataModule, Splits
 from datamodules.errors import DataError
 from datamodules.files import fetch, mirror_dir
 
@@ -76,10 +76,10 @@ class OmniglotDataModule(BinaryImageDataModule):
             raise ValueError(f"unknown Omniglot source {source!r}: use 'chardata' or 'images'")
         self.source = source
 
-    def load_splits(self) -> tuple[Tensor, Tensor]:
-        if self.source == "chardata":
-            return self._load_chardata()
-        return self._load_images()
+    def load_splits(self) -> Splits:
+        return Splits(
+            *(self._load_chardata() if self.source == "chardata" else self._load_images())
+        )
 
     def _load_chardata(self) -> tuple[Tensor, Tensor]:
         path = fetch(

@@ -2,8 +2,8 @@
 the splits.
 
 Members differ only in their ``seed``, so each keeps its own shuffling order and dynamic
-binarization stream (those of the run it replaces) while the grey-level splits, the test
-set and the monitored test points are one set of tensors on the device.
+binarization stream (those of the run it replaces) while the grey-level splits, the
+validation and test sets and the monitored points are one set of tensors on the device.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from datamodules.base import BinaryImageDataModule
 
 class ReplicaDataModule(pl.LightningDataModule):
     """Training batches ``[x_1, ..., x_R]``, ``x_r [B, D]`` from member r's loader (its own
-    order) binarized by member r's stream; validation from the members' common test split."""
+    order) binarized by member r's stream; validation from the members' common validation
+    split."""
 
     def __init__(self, members: Sequence[BinaryImageDataModule]) -> None:
         super().__init__()
@@ -38,6 +39,10 @@ class ReplicaDataModule(pl.LightningDataModule):
     def test_data(self) -> Tensor:
         return self.members[0].test_data
 
+    @property
+    def val_data(self) -> Tensor | None:
+        return self.members[0].val_data
+
     def prepare_data(self) -> None:
         self.members[0].prepare_data()
 
@@ -48,12 +53,13 @@ class ReplicaDataModule(pl.LightningDataModule):
         first.setup(stage)
         for member in self.members[1:]:
             member.train_data, member.test_data = first.train_data, first.test_data
+            member.val_data = first.val_data
 
     def train_pixel_mean(self) -> Tensor:
         return self.members[0].train_pixel_mean()
 
-    def monitor_points(self, n: int | None = None) -> Tensor:
-        return self.members[0].monitor_points(n)
+    def monitor_points(self, n: int | None = None, split: str = "test") -> Tensor:
+        return self.members[0].monitor_points(n, split)
 
     def train_dataloader(self) -> CombinedLoader:
         return CombinedLoader([m.train_dataloader() for m in self.members], mode="min_size")
@@ -62,7 +68,7 @@ class ReplicaDataModule(pl.LightningDataModule):
         return self.members[0].val_dataloader()
 
     def on_after_batch_transfer(self, batch: object, dataloader_idx: int) -> object:
-        if not isinstance(batch, list):  # validation: the common test points
+        if not isinstance(batch, list):  # validation: the common validation points
             return batch
         return [
             member.on_after_batch_transfer(x, dataloader_idx)

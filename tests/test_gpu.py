@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from benchmark.evaluation.estimator import estimate_log_likelihood
-from benchmark.runs.experiment import PER_POINT_FILE, run, run_group
+from benchmark.runs.experiment import PER_POINT_FILES, run, run_group
 from benchmark.speed import bench
 from tests.conftest import TINY_X, exact_log_marginal, tiny_model
 from tests.runs.test_replicas import RTOL, config
@@ -85,7 +85,7 @@ def test_the_cuda_graph_step_gives_the_eager_numbers(
     graphed = train(tmp_path / "graphed", data_dir, device, 0, "compile=reduce-overhead")
     assert graphed["test_ll"] == pytest.approx(eager["test_ll"], rel=1e-4, abs=0)
     per_point = [
-        torch.load(Path(r["config"]["run_dir"]) / PER_POINT_FILE) for r in (eager, graphed)
+        torch.load(Path(r["config"]["run_dir"]) / PER_POINT_FILES["last"]) for r in (eager, graphed)
     ]
     torch.testing.assert_close(per_point[1], per_point[0], rtol=1e-4, atol=0)
     cfgs = [

@@ -4,7 +4,6 @@ Lightning module and trainer."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,13 +16,14 @@ from pytorch_lightning.loggers import Logger
 
 from benchmark.models.base import ImportanceWeightedModel
 from benchmark.runs.wandb_logging import wandb_wanted
-from benchmark.training.callbacks import CudaGraphCheck, LogLikelihoodMonitor
-from benchmark.training.checkpointing import PerRunCheckpointIO
+from benchmark.training.callbacks import BoundMonitor, CudaGraphCheck, LogLikelihoodMonitor
+from benchmark.training.checkpointing import BestCheckpoints, PerRunCheckpointIO
 from benchmark.training.module import ImportanceWeightedLitModule
 from datamodules import BinaryImageDataModule
 from datamodules.replicas import ReplicaDataModule
 
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+BEST_CHECKPOINT = Path("checkpoints") / "best.ckpt"
 
 
 def build_datamodule(cfg: DictConfig) -> BinaryImageDataModule:
@@ -52,7 +52,7 @@ def build_module(cfgs: Sequence[DictConfig], x_dim: int) -> ImportanceWeightedLi
         pl.seed_everything(cfg.seed, workers=False, verbose=False)
         nets.append(build_model(cfg, x_dim))
     cfg = cfgs[0]
-    return ImportanceWeightedLitModule(
+    module = ImportanceWeightedLitModule(
         nets,
         [c.seed for c in cfgs],
         lr=cfg.optim.lr,
@@ -60,6 +60,9 @@ def build_module(cfgs: Sequence[DictConfig], x_dim: int) -> ImportanceWeightedLi
         eps=cfg.optim.eps,
         compile=cfg.compile,
     )
+    module.val_ll, module.test_bound, module.test_ll = monitors(cfg)
+    module.patience = cfg.eval.early_stopping_patience
+    return module
 
 
 def estimator_options(cfg: DictConfig) -> dict[str, Any]:
@@ -103,32 +106,43 @@ def last_checkpoint(cfg: DictConfig, run_dir: Path) -> ModelCheckpoint:
     )
 
 
-def test_ll_monitor(cfg: DictConfig) -> LogLikelihoodMonitor | None:
-    """``test/ll_monitor`` during training, if ``eval.test_ll_every_n_epochs`` asks for it."""
-    if not cfg.eval.test_ll_every_n_epochs:
-        return None
-    return LogLikelihoodMonitor(
-        cfg.eval.test_ll_every_n_epochs,
-        n_points=cfg.eval.test_ll_points,
-        n_samples=cfg.eval.test_ll_samples,
-        **estimator_options(cfg),
-    )
+def monitors(
+    cfg: DictConfig,
+) -> tuple[LogLikelihoodMonitor | None, BoundMonitor | None, LogLikelihoodMonitor | None]:
+    """What is estimated during training besides the training bound: ``val/ll`` (with a
+    validation split), and the test trajectories ``test/bound`` and ``test/ll_monitor`` where
+    ``eval.test_*_every_n_epochs`` asks for them; None where off."""
+    ev, options = cfg.eval, estimator_options(cfg)
+    val_ll = test_bound = test_ll = None
+    if cfg.dataset.get("val_size") is not None:
+        val_ll = LogLikelihoodMonitor(
+            ev.val_every_n_epochs, ev.val_ll_points, ev.val_ll_samples, "val", **options
+        )
+    if ev.test_bound_every_n_epochs:
+        test_bound = BoundMonitor(ev.test_bound_every_n_epochs, ev.test_bound_points, ev.batch_size)
+    if ev.test_ll_every_n_epochs:
+        test_ll = LogLikelihoodMonitor(
+            ev.test_ll_every_n_epochs, ev.test_ll_points, ev.test_ll_samples, "test", **options
+        )
+    return val_ll, test_bound, test_ll
 
 
 def build_trainer(cfg: DictConfig, run_dirs: Sequence[Path]) -> pl.Trainer:
-    """Trainer of a group: no loggers of its own (each run logs to its own), ``test/bound``
-    every ``eval.test_bound_every_n_epochs`` epochs on its points, and the last checkpoint
-    written as one checkpoint per run directory."""
+    """Trainer of a group: no loggers of its own (each run logs to its own), the validation
+    loop every ``eval.val_every_n_epochs`` epochs on the validation split if there is one
+    (each run's best weights in its ``BEST_CHECKPOINT``), and the last checkpoint written as
+    one checkpoint per run directory."""
     callbacks: list[pl.Callback] = [last_checkpoint(cfg, run_dirs[0])]
     if cfg.compile == "reduce-overhead":
         callbacks.append(CudaGraphCheck())
-    every = cfg.eval.test_bound_every_n_epochs
-    val_batches = math.ceil(cfg.eval.test_bound_points / cfg.optim.batch_size) if every else 0
+    validated = cfg.dataset.get("val_size") is not None
+    if validated:
+        callbacks.append(BestCheckpoints([run_dir / BEST_CHECKPOINT for run_dir in run_dirs]))
     return instantiate(
         cfg.trainer,
         logger=False,
         callbacks=callbacks,
         plugins=[PerRunCheckpointIO([run_dir / LAST_CHECKPOINT for run_dir in run_dirs])],
-        check_val_every_n_epoch=max(every, 1),
-        limit_val_batches=val_batches,
+        check_val_every_n_epoch=cfg.eval.val_every_n_epochs if validated else 1,
+        limit_val_batches=1.0 if validated else 0,
     )

@@ -13,6 +13,7 @@ alone or in another group continues from its own ``checkpoints/last.ckpt``.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import os
@@ -38,13 +39,13 @@ from benchmark.compilation import fresh_compile_caches
 from benchmark.evaluation.estimator import estimate_log_likelihood
 from benchmark.models.base import ImportanceWeightedModel
 from benchmark.runs.builders import (
+    BEST_CHECKPOINT,
     LAST_CHECKPOINT,
     build_group_datamodule,
     build_loggers,
     build_module,
     build_trainer,
     estimator_options,
-    test_ll_monitor,
 )
 from benchmark.runs.provenance import (
     device_name,
@@ -58,13 +59,17 @@ from benchmark.runs.resources import apply_job_resources, configure_cpu
 from benchmark.runs.validation import ConfigError, validate
 from benchmark.runs.wandb_logging import offline_sync_hint
 from benchmark.training.callbacks import save_image_grids
-from benchmark.training.checkpointing import CorruptCheckpointError, check_readable
+from benchmark.training.checkpointing import (
+    CorruptCheckpointError,
+    check_readable,
+    load_weights,
+)
 from benchmark.training.module import TrainingDivergedError
 
 log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
-PER_POINT_FILE = "test_ll_per_point.pt"
+PER_POINT_FILES = {"last": "test_ll_per_point.pt", "best": "test_ll_per_point_best.pt"}
 
 Outcome = dict[str, Any] | Exception | None  # result, failure, or None (busy elsewhere)
 
@@ -112,6 +117,19 @@ def finished_result(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
             f"{path} holds a result of a different protocol than this run's: move it away and "
             f"run again."
         )
+    if result.get("checkpoint", "last") != cfg.eval.checkpoint:  # both are scored
+        result = with_headline(result, cfg.eval.checkpoint)
+        write_json_atomic(path, result)
+        log.info("%s: test_ll is now the %s checkpoint's", path, cfg.eval.checkpoint)
+    return result
+
+
+def with_headline(result: dict[str, Any], checkpoint: str) -> dict[str, Any]:
+    """``result`` whose ``test_ll``, ``test_ll_se`` and ``per_point_file`` (what the table
+    reads) are those of ``checkpoint`` ("last" or "best") among its ``checkpoints``."""
+    chosen = result["checkpoints"][checkpoint]
+    result.update({key: chosen[key] for key in ("test_ll", "test_ll_se", "per_point_file")})
+    result["checkpoint"] = result["config"]["eval"]["checkpoint"] = checkpoint
     return result
 
 
@@ -147,6 +165,11 @@ def run_group(cfgs: Sequence[DictConfig], commands: Sequence[str | None]) -> lis
         validate(cfg)
     if len({group_key(cfg) for cfg in cfgs}) > 1:
         raise ConfigError("replicas must differ only in seed; group the runs by their other keys")
+    if len(cfgs) > 1 and cfgs[0].eval.early_stopping_patience is not None:
+        raise ConfigError(
+            "eval.early_stopping_patience stops each run at its own epoch, which runs sharing "
+            "a group cannot: run them without hydra/launcher=replicas"
+        )
     run_dirs = [Path(cfg.run_dir) for cfg in cfgs]
     outcomes: dict[int, Outcome] = {}
     with ExitStack() as locks:
@@ -238,7 +261,6 @@ def train_group(
     datamodule.prepare_data()
     datamodule.setup("fit")
     module.init_output_bias(datamodule.train_pixel_mean().cpu())
-    module.monitor = test_ll_monitor(cfg)
     module.replica_loggers = [build_loggers(c) for c in cfgs]
     for c, loggers in zip(cfgs, module.replica_loggers, strict=True):
         for logger in loggers:
@@ -262,7 +284,17 @@ def train_group(
         )
         group = {"replica_group": {"seeds": seeds, "index": r}} if len(cfgs) > 1 else None
         outcomes.append(
-            finish_run(c, run_dir, net, datamodule.test_data, loggers, trained, commands[r], group)
+            finish_run(
+                c,
+                run_dir,
+                net,
+                datamodule.test_data,
+                loggers,
+                trained,
+                commands[r],
+                group,
+                module.best[r],
+            )
         )
     return outcomes
 
@@ -286,39 +318,44 @@ def finish_run(
     trained: TrainedState,
     command: str | None,
     extra: dict[str, Any] | None = None,
+    best: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Estimate the trained ``net``'s test log-likelihood; write ``test_ll_per_point.pt`` and
-    ``result.json`` (with ``extra`` merged in) in ``run_dir``; log to and close ``loggers``."""
+    """Estimate the test log-likelihood of the trained ``net`` (the last checkpoint) and, with
+    a validation split, of its ``best`` epoch (``{"epoch", "val_ll"}``; weights in
+    ``BEST_CHECKPOINT``); write each one's per-point file and ``result.json`` (with ``extra``
+    merged in, ``test_ll`` of ``eval.checkpoint``) in ``run_dir``; log to and close
+    ``loggers``."""
     started = time.perf_counter()
-    estimate = estimate_log_likelihood(
-        net.to(test_data.device),
-        test_data,
-        n_samples=cfg.eval.n_samples,
-        progress=cfg.eval.progress,
-        compile=cfg.compile,
-        **estimator_options(cfg),
-    )
+    net = net.to(test_data.device)
+    scored = {"last": score(cfg, run_dir, net, test_data, "last", {"epoch": trained.epochs})}
+    if best is not None and best["epoch"] == trained.epochs:  # the same weights
+        scored["best"] = {**scored["last"], **best}
+    elif best is not None:
+        best_net = load_weights(copy.deepcopy(net), run_dir / BEST_CHECKPOINT)
+        scored["best"] = score(cfg, run_dir, best_net, test_data, "best", best)
     eval_seconds = time.perf_counter() - started
-    torch.save(estimate.per_point, run_dir / PER_POINT_FILE)
     for logger in loggers:
-        logger.log_metrics(
-            {
-                "test/log_likelihood": estimate.mean,
-                "test/log_likelihood_se": estimate.standard_error,
-            },
-            step=trained.global_step,
-        )
+        for name, record in scored.items():
+            suffix = "" if name == "last" else f"_{name}"
+            logger.log_metrics(
+                {
+                    f"test/log_likelihood{suffix}": record["test_ll"],
+                    f"test/log_likelihood_se{suffix}": record["test_ll_se"],
+                },
+                step=trained.global_step,
+            )
 
     result = {
         "dataset": cfg.dataset.name,
         "model": cfg.model.name,
         "seed": cfg.seed,
-        "test_ll": estimate.mean,
-        "test_ll_se": estimate.standard_error,
-        "n_test": estimate.n_points,
-        "eval_samples": estimate.n_samples,
+        "test_ll": None,  # with_headline: the checkpoint of eval.checkpoint
+        "test_ll_se": None,
+        "n_test": test_data.shape[0],
+        "eval_samples": cfg.eval.n_samples,
         "epochs": trained.epochs,
         "train_bound_last_epoch": trained.final_bound,
+        "checkpoints": scored,
         "protocol_id": protocol_id(cfg),
         "protocol": protocol_choices(cfg),
         "protocol_config": protocol_config(cfg),
@@ -337,12 +374,41 @@ def finish_run(
             "eval": eval_seconds,
             "total": trained.train_seconds + eval_seconds,
         },
-        "per_point_file": PER_POINT_FILE,
+        "per_point_file": None,
         **(extra or {}),
     }
+    result = with_headline(result, cfg.eval.checkpoint)
     write_json_atomic(run_dir / RESULT_FILE, result)
     close_loggers(loggers)
     return result
+
+
+def score(
+    cfg: DictConfig,
+    run_dir: Path,
+    net: ImportanceWeightedModel,
+    test_data: Tensor,
+    checkpoint: str,
+    record: dict[str, Any],
+) -> dict[str, Any]:
+    """``record`` with the S-sample test log-likelihood of ``net`` (the ``checkpoint`` of
+    the run in ``run_dir``), its standard error over test points, and the file of its
+    per-point estimates (written)."""
+    estimate = estimate_log_likelihood(
+        net,
+        test_data,
+        n_samples=cfg.eval.n_samples,
+        progress=cfg.eval.progress,
+        compile=cfg.compile,
+        **estimator_options(cfg),
+    )
+    torch.save(estimate.per_point, run_dir / PER_POINT_FILES[checkpoint])
+    return {
+        **record,
+        "test_ll": estimate.mean,
+        "test_ll_se": estimate.standard_error,
+        "per_point_file": PER_POINT_FILES[checkpoint],
+    }
 
 
 def close_loggers(loggers: Sequence[Logger]) -> None:

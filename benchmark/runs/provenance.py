@@ -32,7 +32,7 @@ COMMIT_ENV = "IWAER_GIT_COMMIT"  # the commit of a copied tree that has no .git
 # bars, memory caps, compile) does not enter the protocol id. A model's class
 # (``_target_``) does not either: ``model.name`` names it, as in the run directory.
 PROTOCOL_KEYS = ("dataset", "model", "network", "optim")
-PROTOCOL_DROP = {"dataset": ("data_dir", "_target_", "seed"), "model": ("_target_",)}
+PROTOCOL_DROP = {"dataset": ("data_dir", "_target_", "seed", "val_size"), "model": ("_target_",)}
 
 
 def protocol_config(cfg: DictConfig) -> dict[str, Any]:
@@ -45,7 +45,21 @@ def protocol_config(cfg: DictConfig) -> dict[str, Any]:
         out[key] = section
     out["epochs"] = cfg.trainer.max_epochs
     out["eval"] = {"n_samples": cfg.eval.n_samples, "seed": cfg.eval.seed}
+    if cfg.dataset.get("val_size") is not None:  # absent without one: ids from before stay
+        out["validation"] = validation_protocol(cfg)
     return out
+
+
+def validation_protocol(cfg: DictConfig) -> dict[str, Any]:
+    """What chooses the best epoch (and, with early stopping, the last): the validation split
+    and its schedule."""
+    return {
+        "size": cfg.dataset.val_size,
+        "every_n_epochs": cfg.eval.val_every_n_epochs,
+        "ll_points": cfg.eval.val_ll_points,
+        "ll_samples": cfg.eval.val_ll_samples,
+        "early_stopping_patience": cfg.eval.early_stopping_patience,
+    }
 
 
 def protocol_id(cfg: DictConfig) -> str:
@@ -76,6 +90,7 @@ def protocol_choices(cfg: DictConfig) -> dict[str, Any]:
         "epochs": cfg.trainer.max_epochs,
         "train_subset": cfg.dataset.train_subset,
         "test_subset": cfg.dataset.test_subset,
+        "validation": validation_protocol(cfg) if cfg.dataset.get("val_size") else None,
     }
 
 

@@ -1,10 +1,11 @@
 """Finished runs as models: load one (:func:`load_model`), or score it again with other
 evaluation settings (``python -m benchmark.runs.rescore RUN_DIR [override ...]``).
 
-``RUN_DIR`` is a run directory (``.../<protocol id>/seed_<seed>``). The overrides may change
-the estimator (``eval.n_samples=5000`` as in Burda et al., ``eval.seed``, ``eval.batch_size``,
-``eval.memory_cap_gib``, ``eval.max_chunk_rows``) and the test data
-(``dataset.test_binarization_seed``, ``dataset.test_subset``). The record goes to
+``RUN_DIR`` is a run directory (``.../<protocol id>/seed_<seed>``). The overrides may choose
+the weights (``eval.checkpoint=best``: those of the best validation epoch; default: the
+run's own choice), change the estimator (``eval.n_samples=5000`` as in Burda et al.,
+``eval.seed``, ``eval.batch_size``, ``eval.memory_cap_gib``, ``eval.max_chunk_rows``) and the
+test data (``dataset.test_binarization_seed``, ``dataset.test_subset``). The record goes to
 ``RUN_DIR/rescore/<id>.json`` with its per-point estimates, ``<id>`` naming the overrides;
 ``result.json`` is never touched. Runs are scored on the CPU.
 """
@@ -25,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from benchmark.evaluation.estimator import estimate_log_likelihood
 from benchmark.models.base import ImportanceWeightedModel
 from benchmark.runs.builders import (
+    BEST_CHECKPOINT,
     LAST_CHECKPOINT,
     build_datamodule,
     build_model,
@@ -33,10 +35,17 @@ from benchmark.runs.builders import (
 from benchmark.runs.experiment import RESULT_FILE, write_json_atomic
 from benchmark.runs.provenance import device_name, git_state, package_versions
 from benchmark.runs.validation import ConfigError, validate
+from benchmark.training.checkpointing import load_weights
 from datamodules import DataError
 
 RESCORE_DIR = "rescore"
 RESCORABLE = ("eval.", "dataset.test_binarization_seed", "dataset.test_subset")
+CHECKPOINTS = {"last": LAST_CHECKPOINT, "best": BEST_CHECKPOINT}
+# Keys added with the validation split, as they were before: runs made earlier had none.
+ADDED_KEYS = {
+    "dataset": {"val_size": None},
+    "eval": {"checkpoint": "last", "early_stopping_patience": None},
+}
 
 
 def run_config(run_dir: Path) -> DictConfig:
@@ -44,18 +53,25 @@ def run_config(run_dir: Path) -> DictConfig:
     path = Path(run_dir) / RESULT_FILE
     if not path.is_file():
         raise ConfigError(f"{path} does not exist: give the directory of a finished run")
-    return OmegaConf.create(json.loads(path.read_text())["config"])
+    return OmegaConf.merge(ADDED_KEYS, json.loads(path.read_text())["config"])
 
 
-def load_model(run_dir: Path, cfg: DictConfig | None = None) -> ImportanceWeightedModel:
-    """The trained model of the finished run in ``run_dir`` (its last checkpoint), in eval
-    mode on the CPU; ``cfg``: the run's config, if at hand."""
+def load_model(
+    run_dir: Path, checkpoint: str = "last", cfg: DictConfig | None = None
+) -> ImportanceWeightedModel:
+    """The trained model of the finished run in ``run_dir`` at its ``checkpoint``: "last"
+    (where training ended) or "best" (its best ``val/ll`` epoch, with a validation split), in
+    eval mode on the CPU; ``cfg``: the run's config, if at hand."""
     cfg = run_config(run_dir) if cfg is None else cfg
-    path = Path(run_dir) / LAST_CHECKPOINT
-    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
-    net = build_model(cfg, build_datamodule(cfg).x_dim)
-    net.load_state_dict({key.removeprefix("net."): value for key, value in state.items()})
-    return net.eval()
+    path = Path(run_dir) / CHECKPOINTS[checkpoint]
+    if not path.is_file():
+        raise ConfigError(
+            f"{path} does not exist: best weights exist only for runs with a validation split "
+            f"(dataset.val_size); load checkpoint='last'"
+            if checkpoint == "best"
+            else f"{path} does not exist: give the directory of a finished run"
+        )
+    return load_weights(build_model(cfg, build_datamodule(cfg).x_dim), path).eval()
 
 
 def rescore(run_dir: Path, overrides: Sequence[str]) -> dict[str, Any]:
@@ -77,7 +93,7 @@ def rescore(run_dir: Path, overrides: Sequence[str]) -> dict[str, Any]:
     datamodule.setup("test")
     started = time.perf_counter()
     estimate = estimate_log_likelihood(
-        load_model(run_dir, cfg),
+        load_model(run_dir, cfg.eval.checkpoint, cfg),
         datamodule.test_data,
         n_samples=cfg.eval.n_samples,
         progress=cfg.eval.progress,

@@ -62,9 +62,20 @@ def validate(cfg: DictConfig) -> None:
     _choice(cfg, "dataset.binarization", ["dynamic", "static", "none"])
     if cfg.dataset.name == "omniglot":
         _choice(cfg, "dataset.source", ["chardata", "images"])
-    for key in ("dataset.train_subset", "dataset.test_subset"):
+    for key in ("dataset.train_subset", "dataset.test_subset", "dataset.val_size"):
         if cfg_get(cfg, key) is not None:
             _positive_int(cfg, key)
+    _choice(cfg, "eval.checkpoint", ["last", "best"])
+    if cfg.dataset.get("val_size") is not None:
+        for key in ("eval.val_every_n_epochs", "eval.val_ll_points", "eval.val_ll_samples"):
+            _positive_int(cfg, key)
+        if cfg.eval.early_stopping_patience is not None:
+            _positive_int(cfg, "eval.early_stopping_patience")
+    elif cfg.eval.checkpoint == "best" or cfg.eval.early_stopping_patience is not None:
+        raise ConfigError(
+            "eval.checkpoint=best and eval.early_stopping_patience choose by validation data: "
+            "set dataset.val_size (for example dataset.val_size=10000)"
+        )
     for key in ("eval.test_bound_every_n_epochs", "eval.test_ll_every_n_epochs"):
         every = cfg_get(cfg, key)
         if isinstance(every, bool) or not isinstance(every, int) or every < 0:

@@ -38,7 +38,7 @@ from benchmark.table.seed_stats import mean_and_se
 
 log = logging.getLogger(__name__)
 
-PER_POINT_FILE = "test_ll_per_point.pt"  # written by benchmark.runs.experiment
+PER_POINT_FILE = "test_ll_per_point.pt"  # of results that do not name theirs
 FULL_SEEDS = 5
 BASELINE = "iwae"
 PAPER_ORDER = ("iwaer", "iwaerrec", "iwae")  # the paper's claim: IWAER > IWAERrec > IWAE
@@ -85,6 +85,7 @@ class Cell:
     seeds: list[int] = field(default_factory=list)
     values: list[float] = field(default_factory=list)
     run_dirs: list[str] = field(default_factory=list)
+    per_point_files: list[str] = field(default_factory=list)  # the runs' test_ll per point
     full_data: bool = True  # all training and test images, as the paper
 
     @property
@@ -237,6 +238,7 @@ def build_cells(results: list[tuple[Path, dict[str, Any]]]) -> list[Cell]:
         cell.seeds.append(result["seed"])
         cell.values.append(float(result["test_ll"]))
         cell.run_dirs.append(str(path.parent))
+        cell.per_point_files.append(str(path.parent / result.get("per_point_file", PER_POINT_FILE)))
     order = {name: i for i, name in enumerate(("vae", "iwae", "iwaerrec", "iwaer"))}
     return sorted(
         cells.values(),
@@ -261,8 +263,7 @@ def seed_mean_per_point(cell: Cell) -> Tensor | None:
     """The per-point estimates ``[n_test]`` averaged over the cell's seeds; None if a run has
     no readable per-point file or the runs' test sets differ in size."""
     values = []
-    for run_dir in cell.run_dirs:
-        path = Path(run_dir) / PER_POINT_FILE
+    for path in map(Path, cell.per_point_files):
         try:
             values.append(torch.load(path, weights_only=True).double())
         except (OSError, RuntimeError, EOFError) as err:

@@ -1,6 +1,6 @@
-"""What a run reports besides its bounds: weight-std statistics, the test log-likelihood
-monitored during training, image grids of samples and reconstructions, and a callback that
-checks that CUDA graphs are replayed."""
+"""What a run reports besides its training bound: weight-std statistics, the log-likelihood
+and bound monitored during training, image grids of samples and reconstructions, and a
+callback that checks that CUDA graphs are replayed."""
 
 from __future__ import annotations
 
@@ -38,32 +38,58 @@ def weight_std_stats(net: ImportanceWeightedModel) -> dict[str, Tensor]:
 
 
 class LogLikelihoodMonitor:
-    """``test/ll_monitor`` every ``every_n_epochs`` epochs: the S-sample estimate of
-    mean log p(x) (:func:`~benchmark.evaluation.estimator.estimate_log_likelihood`,
-    S = ``n_samples``) on the first ``n_points`` of the fixed monitor order of the test split
+    """``val/ll`` or ``test/ll_monitor`` every ``every_n_epochs`` epochs: the S-sample
+    estimate of mean log p(x) (:func:`~benchmark.evaluation.estimator.estimate_log_likelihood`,
+    S = ``n_samples``) on the first ``n_points`` of the fixed monitor order of ``split``
     (:meth:`~datamodules.base.BinaryImageDataModule.monitor_points`), with the same evaluation
     noise at every epoch, so that its trajectory shows the model's change and not the noise's.
     It draws from its own streams: training is the same with or without it."""
 
     def __init__(
-        self, every_n_epochs: int, n_points: int, n_samples: int, **estimator_options: Any
+        self,
+        every_n_epochs: int,
+        n_points: int,
+        n_samples: int,
+        split: str = "test",
+        **estimator_options: Any,
     ) -> None:
         """``estimator_options``: batch_size, memory_cap_gib, max_chunk_rows, seed of
         :func:`~benchmark.evaluation.estimator.estimate_log_likelihood`."""
         self.every_n_epochs, self.n_points, self.n_samples = every_n_epochs, n_points, n_samples
-        self.estimator_options = estimator_options
+        self.split, self.estimator_options = split, estimator_options
 
     def value(self, trainer: pl.Trainer, net: ImportanceWeightedModel) -> float | None:
-        """``test/ll_monitor`` of ``net`` after this epoch, or None in the epochs between."""
+        """The estimate for ``net`` after this epoch, or None in the epochs between."""
         if (trainer.current_epoch + 1) % self.every_n_epochs:
             return None
         return estimate_log_likelihood(
             net,
-            trainer.datamodule.monitor_points(self.n_points),
+            trainer.datamodule.monitor_points(self.n_points, self.split),
             n_samples=self.n_samples,
             progress=False,
             **self.estimator_options,
         ).mean
+
+
+class BoundMonitor:
+    """``test/bound`` every ``every_n_epochs`` epochs: L_k of every replica on the first
+    ``n_points`` of the fixed monitor order of the test split, in batches of ``batch_size``,
+    with the same noise at every epoch (``(seed_r, "test-bound", batch)``)."""
+
+    def __init__(self, every_n_epochs: int, n_points: int, batch_size: int) -> None:
+        self.every_n_epochs, self.n_points, self.batch_size = every_n_epochs, n_points, batch_size
+
+    @torch.no_grad()
+    def value(self, trainer: pl.Trainer, module: Any) -> list[float] | None:
+        """Each replica's mean L_k on the points after this epoch (``module``: an
+        :class:`~benchmark.training.module.ImportanceWeightedLitModule`), or None in the
+        epochs between."""
+        if (trainer.current_epoch + 1) % self.every_n_epochs:
+            return None
+        points = trainer.datamodule.monitor_points(self.n_points)
+        batches = points.split(self.batch_size)
+        total = sum(module.fixed_noise_bounds(x, "test-bound", i) for i, x in enumerate(batches))
+        return (total / points.shape[0]).tolist()
 
 
 @torch.no_grad()

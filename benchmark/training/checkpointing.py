@@ -1,6 +1,7 @@
 """Crash-safe checkpoints, one per run: the previous checkpoint stays valid until the new one
 is complete, and a group's Lightning checkpoint is written as one checkpoint per run
-directory, which resumes that run alone or in any group."""
+directory, which resumes that run alone or in any group. With a validation split, each run
+also keeps its weights at its best ``val/ll`` epoch (:class:`BestCheckpoints`)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from torch import Tensor
+
+from benchmark.models.base import ImportanceWeightedModel
 
 REPLICAS_KEY = "replicas"  # a group's entry in its in-memory Lightning checkpoint
 STACKED_PREFIX = "replicas.stacked."  # its stacked parameters' state_dict keys
@@ -70,6 +74,7 @@ def unstack_checkpoint(checkpoint: dict[str, Any], r: int) -> dict[str, Any]:
     out = {key: value for key, value in checkpoint.items() if key != REPLICAS_KEY}
     out["hyper_parameters"] = hparams
     out["last_train_bound"] = group["last_train_bounds"][r]
+    out["best"] = group["best"][r]
     out["callbacks"] = {}  # the group's checkpoint callback points at the group, not the run
     out["state_dict"] = {
         f"net.{name}": checkpoint["state_dict"][f"{STACKED_PREFIX}{i}"][r].clone()
@@ -105,7 +110,11 @@ def stack_checkpoints(checkpoints: Sequence[dict[str, Any]], paths: Sequence[Pat
     out["hyper_parameters"] = {"seeds": [c["hyper_parameters"]["seed"] for c in checkpoints]}
     out["hyper_parameters"].update(hparams)
     out.pop("last_train_bound", None)
-    out[REPLICAS_KEY] = {"last_train_bounds": [c.get("last_train_bound") for c in checkpoints]}
+    out.pop("best", None)
+    out[REPLICAS_KEY] = {
+        "last_train_bounds": [c.get("last_train_bound") for c in checkpoints],
+        "best": [c.get("best") for c in checkpoints],
+    }
     out["state_dict"] = {
         f"{STACKED_PREFIX}{i}": torch.stack([c["state_dict"][f"net.{name}"] for c in checkpoints])
         for i, name in enumerate(names)
@@ -164,3 +173,32 @@ class PerRunCheckpointIO(AtomicCheckpointIO):
             for p in self.paths
         ]
         return stack_checkpoints(checkpoints, self.paths)
+
+
+class BestCheckpoints(pl.Callback):
+    """``paths[r]`` holds replica r's weights at its best ``val/ll`` epoch
+    (:attr:`~benchmark.training.module.ImportanceWeightedLitModule.best`), rewritten
+    atomically after each validation that improves it. Lightning's ``ModelCheckpoint``
+    follows one metric per trainer; a group has one per replica."""
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self.paths = [Path(p) for p in paths]
+        self.io = AtomicCheckpointIO()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        for r in pl_module.improved:
+            state = pl_module.replica(r).state_dict()
+            checkpoint = {
+                **pl_module.best[r],
+                "global_step": trainer.global_step,
+                "state_dict": {f"net.{key}": value.clone() for key, value in state.items()},
+            }
+            self.io.save_checkpoint(checkpoint, self.paths[r])
+
+
+def load_weights(net: ImportanceWeightedModel, path: Path) -> ImportanceWeightedModel:
+    """``net`` with the weights of a run's checkpoint (``last.ckpt`` or ``best.ckpt``)."""
+    check_readable(path)
+    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    net.load_state_dict({key.removeprefix("net."): value for key, value in state.items()})
+    return net

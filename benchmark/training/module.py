@@ -4,8 +4,9 @@ group of one).
 
 Replica r is exactly the run of seed ``seeds[r]``: its own initialisation (built by the caller
 from its seed), data order and binarization (its member of
-:class:`~datamodules.replicas.ReplicaDataModule`), noise streams ``(seed_r, "train", step)``
-and ``(seed_r, "test-bound", batch)``, and Adam per element. The loss is
+:class:`~datamodules.replicas.ReplicaDataModule`), noise streams ``(seed_r, "train", step)``,
+``(seed_r, "val-bound", batch)`` and ``(seed_r, "test-bound", batch)``, its own best epoch,
+and Adam per element. The loss is
 ``-sum_r mean_b L_k(x_rb)``: each replica's gradient is its own loss's, in its slice of the
 stacked parameters (:class:`~benchmark.training.stacked.StackedReplicas`), so one fused Adam
 step updates every replica as its own optimizer would. Each replica logs its own metrics,
@@ -27,7 +28,7 @@ from benchmark.compilation import CompileMode, begin_graph_step
 from benchmark.models.base import ImportanceWeightedModel
 from benchmark.randomness.noise import draw_stacked_normal
 from benchmark.randomness.seeding import derive_seed, make_generator
-from benchmark.training.callbacks import LogLikelihoodMonitor, weight_std_stats
+from benchmark.training.callbacks import BoundMonitor, LogLikelihoodMonitor, weight_std_stats
 from benchmark.training.checkpointing import REPLICAS_KEY
 from benchmark.training.stacked import StackedReplicas
 
@@ -41,11 +42,16 @@ class ImportanceWeightedLitModule(pl.LightningModule):
     ``net.k``) as :class:`StackedReplicas`.
 
     Per replica, ``train/bound`` is the epoch's mean of ``mean_b L_k(x_b)`` on the binarized
-    training minibatches (the bound itself, in nats), and ``test/bound`` (validation loop, on
-    the first test points of a fixed random order) L_k with the same noise at every epoch. A
-    replica whose training bound becomes NaN or infinite is marked in :attr:`diverged` (its
-    message) and no longer logged or checkpointed; the others train on, and when all have
-    diverged the fit stops with :class:`TrainingDivergedError`.
+    training minibatches (the bound itself, in nats). With a validation split, Lightning's
+    validation loop gives ``val/bound`` (L_k on all of it, the same noise at every epoch) and
+    then ``val/ll`` (:attr:`val_ll`); the epoch of the highest ``val/ll`` so far is the
+    replica's :attr:`best` (``{"epoch", "val_ll"}``, epochs counted from 1; its weights are
+    written by :class:`~benchmark.training.checkpointing.BestCheckpoints`), and with
+    ``patience`` the fit stops once no replica has improved for that many epochs. The test
+    trajectories ``test/bound`` and ``test/ll_monitor`` are optional (:attr:`test_bound`,
+    :attr:`test_ll`). A replica whose training bound becomes NaN or infinite is marked in
+    :attr:`diverged` (its message) and no longer logged or checkpointed; the others train on,
+    and when all have diverged the fit stops with :class:`TrainingDivergedError`.
     """
 
     def __init__(
@@ -64,14 +70,20 @@ class ImportanceWeightedLitModule(pl.LightningModule):
         self.replicas = StackedReplicas(nets, compile)
         self.seeds = list(seeds)
         self.replica_loggers: list[list[Logger]] = [[] for _ in seeds]
-        self.monitor: LogLikelihoodMonitor | None = None
+        self.val_ll: LogLikelihoodMonitor | None = None
+        self.test_bound: BoundMonitor | None = None
+        self.test_ll: LogLikelihoodMonitor | None = None
+        self.patience: int | None = None
         self.diverged: dict[int, str] = {}
         self.last_train_bounds: list[float | None] = [None] * len(seeds)
+        self.best: list[dict[str, Any] | None] = [None] * len(seeds)
+        self.improved: list[int] = []  # the replicas whose best this validation made
         self._generators: list[torch.Generator] = []
         self._train_sum: Tensor | None = None
         self._train_steps = 0
-        self._test_sum: Tensor | None = None
-        self._test_count = 0
+        self._val_sum: Tensor | None = None
+        self._val_count = 0
+        self._val_metrics: list[dict[str, float]] = [{} for _ in seeds]
 
     def replica(self, r: int) -> ImportanceWeightedModel:
         return self.replicas.replica(r)
@@ -98,6 +110,13 @@ class ImportanceWeightedLitModule(pl.LightningModule):
         noise = draw_stacked_normal(net.noise_shapes(x.shape[1], net.k), generators, x)
         return self.replicas.bounds(x, noise)
 
+    def fixed_noise_bounds(self, x: Tensor, stream: str, batch_idx: int) -> Tensor:
+        """``sum_b L_k(x_b)`` of every replica ``[R]`` on the common points ``x [B, D]``,
+        replica r's noise from ``(seed_r, stream, batch_idx)``: the same at every epoch."""
+        begin_graph_step(self.hparams.compile)
+        generators = [make_generator(x.device, s, stream, batch_idx) for s in self.seeds]
+        return self._bounds(x.expand(len(self.seeds), *x.shape), generators).sum(-1)
+
     def training_step(self, batch: list[Tensor], batch_idx: int) -> Tensor:
         begin_graph_step(self.hparams.compile)
         bounds = self._bounds(torch.stack(batch), self.step_generators(batch[0].device))
@@ -107,20 +126,47 @@ class ImportanceWeightedLitModule(pl.LightningModule):
         return -bounds.mean(-1).sum()
 
     def validation_step(self, x: Tensor, batch_idx: int) -> None:
-        """``test/bound`` of every replica on the common test points, each with its own noise."""
-        begin_graph_step(self.hparams.compile)
-        generators = [make_generator(x.device, s, "test-bound", batch_idx) for s in self.seeds]
-        total = self._bounds(x.expand(len(self.seeds), *x.shape), generators).sum(-1)
-        self._test_sum = total if self._test_sum is None else self._test_sum + total
-        self._test_count += x.shape[0]
+        """Accumulates ``val/bound`` of every replica on the validation split."""
+        total = self.fixed_noise_bounds(x, "val-bound", batch_idx)
+        self._val_sum = total if self._val_sum is None else self._val_sum + total
+        self._val_count += x.shape[0]
+
+    def on_validation_epoch_end(self) -> None:
+        """Per live replica: ``val/bound``, ``val/ll``, and its best epoch; the fit stops
+        when no replica has improved for ``patience`` epochs."""
+        bounds = (self._val_sum / self._val_count).tolist()
+        self._val_sum, self._val_count = None, 0
+        self.improved = []
+        for r in self.live():
+            ll = self.val_ll.value(self.trainer, self.replica(r))
+            self._val_metrics[r] = {"val/bound": bounds[r], "val/ll": ll}
+            if self.best[r] is None or ll > self.best[r]["val_ll"]:
+                self.best[r] = {"epoch": self.current_epoch + 1, "val_ll": ll}
+                self.improved.append(r)
+        self.stop_if_patience_ran_out(self.current_epoch + 1)
+
+    def live(self) -> list[int]:
+        """The replicas that have not diverged."""
+        return [r for r in range(len(self.seeds)) if r not in self.diverged]
+
+    def stop_if_patience_ran_out(self, epochs: int) -> None:
+        """Early stopping: after ``epochs`` epochs, stop the fit if every live replica's best
+        epoch lies ``patience`` or more epochs back."""
+        if self.patience is None or any(self.best[r] is None for r in self.live()):
+            return
+        if all(epochs - self.best[r]["epoch"] >= self.patience for r in self.live()):
+            self.trainer.should_stop = True
+
+    def on_train_start(self) -> None:
+        """A run resumed after its early stop stays stopped."""
+        self.stop_if_patience_ran_out(self.current_epoch)
 
     def on_train_epoch_end(self) -> None:
-        """Per replica: ``train/bound`` (the epoch's mean minibatch bound), ``test/bound`` if
-        validated, the weight stds and ``test/ll_monitor``, to its loggers."""
+        """Per replica: ``train/bound`` (the epoch's mean minibatch bound), the validation
+        metrics of this epoch, the weight stds and the test trajectories, to its loggers."""
         train = (self._train_sum / self._train_steps).tolist()
-        test = None if self._test_sum is None else (self._test_sum / self._test_count).tolist()
         self._train_sum, self._train_steps = None, 0
-        self._test_sum, self._test_count = None, 0
+        test = None if self.test_bound is None else self.test_bound.value(self.trainer, self)
         for r in range(len(self.seeds)):
             if r in self.diverged:
                 continue
@@ -139,11 +185,13 @@ class ImportanceWeightedLitModule(pl.LightningModule):
     def _log_replica(self, r: int, train_bound: float, test_bound: float | None) -> None:
         net = self.replica(r)
         metrics: dict[str, Any] = {"train/bound": train_bound, "epoch": self.current_epoch}
+        metrics.update(self._val_metrics[r])
+        self._val_metrics[r] = {}
         metrics.update({key: value.item() for key, value in weight_std_stats(net).items()})
         if test_bound is not None:
             metrics["test/bound"] = test_bound
-        if self.monitor is not None:
-            value = self.monitor.value(self.trainer, net)
+        if self.test_ll is not None:
+            value = self.test_ll.value(self.trainer, net)
             if value is not None:
                 metrics["test/ll_monitor"] = value
         for logger in self.replica_loggers[r]:
@@ -157,11 +205,15 @@ class ImportanceWeightedLitModule(pl.LightningModule):
             "seeds": self.seeds,
             "skip": sorted(self.diverged),
             "last_train_bounds": self.last_train_bounds,
+            "best": self.best,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """The replicas' last ``train/bound``, for a run resumed after its last epoch."""
-        self.last_train_bounds = list(checkpoint[REPLICAS_KEY]["last_train_bounds"])
+        """The replicas' last ``train/bound`` (for a run resumed after its last epoch) and
+        best epochs."""
+        group = checkpoint[REPLICAS_KEY]
+        self.last_train_bounds = list(group["last_train_bounds"])
+        self.best = list(group["best"])
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return adam(self.parameters(), self.hparams.lr, tuple(self.hparams.betas), self.hparams.eps)

@@ -91,9 +91,55 @@ def test_monitor_points_are_one_fixed_order_of_the_test_split(data_dir: Path) ->
     assert torch.equal(first, b.monitor_points(300))
     assert torch.equal(a.monitor_points(1000)[:300], first)
     assert torch.equal(a.monitor_points().sum(0), a.test_data.sum(0))  # a permutation
-    (loader_head, *_) = a.val_dataloader()
-    assert torch.equal(loader_head, first[:100])
     assert abs(first.mean().item() - a.test_data.mean().item()) < 0.008
+
+
+def rows_of(data: torch.Tensor) -> set[bytes]:
+    return {row.numpy().tobytes() for row in data.mul(255).round().to(torch.uint8)}
+
+
+def test_static_mnist_validates_on_larochelles_valid_file_and_trains_on_its_train_file(
+    data_dir: Path,
+) -> None:
+    dm = MNISTDataModule(data_dir=data_dir, binarization="static", val_size=2000)
+    dm.setup()
+    valid = MNISTDataModule(data_dir=data_dir, binarization="static")._amat("valid")
+    assert dm.train_data.shape == (50_000, 784) and dm.val_data.shape == (2000, 784)
+    assert rows_of(dm.val_data) <= rows_of(valid)
+    assert torch.equal(dm.train_data, dm._amat("train"))  # the valid file is not trained on
+    assert (dm.val_data[:, 350:450].sum(1) > 0).float().mean() > 0.9  # digits, not the head
+    assert torch.equal(dm.monitor_points(500, "val"), dm.monitor_points(1000, "val")[:500])
+    assert torch.equal(dm.monitor_points(split="val").sum(0), dm.val_data.sum(0))
+    (first, *_) = dm.val_dataloader()
+    assert torch.equal(first, dm.val_data[:100])
+
+
+def test_a_validation_split_is_held_out_of_training_the_same_for_every_seed(
+    data_dir: Path,
+) -> None:
+    full = MNISTDataModule(data_dir=data_dir, binarization="none")
+    full.setup()
+    a = MNISTDataModule(data_dir=data_dir, binarization="none", val_size=5000, seed=0)
+    b = MNISTDataModule(
+        data_dir=data_dir, binarization="none", val_size=5000, seed=3, train_subset=1000
+    )
+    a.setup(), b.setup()
+    assert a.train_data.shape[0] == 55_000 and torch.equal(a.val_data, b.val_data)
+    train, val, everything = rows_of(a.train_data), rows_of(a.val_data), rows_of(full.train_data)
+    assert not train & val and train | val == everything  # disjoint, and all of train
+    assert rows_of(b.train_data) <= train  # the subset is drawn from what is left
+    assert torch.equal(a.test_data, full.test_data)
+    # Random rows, not the file's first: the digit classes of MNIST are spread through it.
+    assert val != rows_of(full.train_data[:5000])
+    dynamic = MNISTDataModule(data_dir=data_dir, val_size=5000, seed=1)
+    dynamic.setup()
+    assert set(dynamic.val_data.unique().tolist()) == {0.0, 1.0}  # binarized once, fixed
+    again = MNISTDataModule(data_dir=data_dir, val_size=5000, seed=2)
+    again.setup()
+    assert torch.equal(dynamic.val_data, again.val_data)
+    assert (dynamic.val_data - a.val_data).abs().mean() < 0.1  # the same images, binarized
+    with pytest.raises(ValueError, match=r"dataset\.val_size=60000 holds out every"):
+        MNISTDataModule(data_dir=data_dir, binarization="none", val_size=60_000).setup()
 
 
 def test_mnist_static_is_larochelles_binarization(data_dir: Path) -> None:

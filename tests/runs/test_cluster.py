@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from benchmark.runs.config import compose_config
-from benchmark.runs.experiment import PER_POINT_FILE, run
+from benchmark.runs.experiment import PER_POINT_FILES, run
 from tests.conftest import REPO_ROOT
 
 RUN = [
@@ -92,7 +92,7 @@ def test_a_signalled_job_requeues_itself_and_resumes(tmp_path: Path, data_dir: P
     assert result["epochs"] == reference["epochs"] == 8
     assert result["test_ll"] == reference["test_ll"]
     assert torch.equal(
-        torch.load(result_file.parent / PER_POINT_FILE),
-        torch.load(Path(reference_cfg.run_dir) / PER_POINT_FILE),
+        torch.load(result_file.parent / PER_POINT_FILES["last"]),
+        torch.load(Path(reference_cfg.run_dir) / PER_POINT_FILES["last"]),
     )
     assert len(list(result_file.parent.glob("csv/version_*"))) == 2  # two launches, one run

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from benchmark.runs.builders import LAST_CHECKPOINT
 from benchmark.runs.config import compose_config
-from benchmark.runs.experiment import PER_POINT_FILE, run, run_group
+from benchmark.runs.experiment import PER_POINT_FILES, run, run_group
 from benchmark.runs.metrics_log import read_epoch_metrics
 from benchmark.runs.rescore import load_model, rescore
 from benchmark.runs.validation import ConfigError
@@ -70,7 +70,7 @@ def curves(result: dict) -> dict[int, dict[str, float]]:
 
 
 def per_point(result: dict) -> torch.Tensor:
-    return torch.load(Path(result["config"]["run_dir"]) / PER_POINT_FILE)
+    return torch.load(Path(result["config"]["run_dir"]) / PER_POINT_FILES["last"])
 
 
 @pytest.fixture(scope="module")

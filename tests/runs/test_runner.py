@@ -135,6 +135,10 @@ def test_paper_preset_is_the_table1_protocol() -> None:
         ("network.activation=gelu", "network.activation must be one of relu, softplus, tanh"),
         ("dataset.binarization=maybe", "dataset.binarization must be one of dynamic, static, none"),
         ("seed=-1", "seed must be a non-negative integer"),
+        ("dataset.val_size=0", "dataset.val_size must be a positive integer"),
+        ("eval.checkpoint=first", "eval.checkpoint must be one of last, best"),
+        ("eval.checkpoint=best", "choose by validation data: set dataset.val_size"),
+        ("eval.early_stopping_patience=5", "choose by validation data: set dataset.val_size"),
     ],
 )
 def test_config_validation_names_key_and_allowed_values(override: str, message: str) -> None:
