@@ -124,11 +124,17 @@ def finished_result(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     return result
 
 
+def at_checkpoint(result: dict[str, Any], checkpoint: str) -> dict[str, Any]:
+    """``result`` scored at its ``checkpoint`` ("best" or "last", from its ``checkpoints``):
+    its ``test_ll``, ``test_ll_se`` and ``per_point_file`` replaced by that checkpoint's."""
+    chosen = result["checkpoints"][checkpoint]
+    return {**result, **{k: chosen[k] for k in ("test_ll", "test_ll_se", "per_point_file")}}
+
+
 def with_headline(result: dict[str, Any], checkpoint: str) -> dict[str, Any]:
     """``result`` whose ``test_ll``, ``test_ll_se`` and ``per_point_file`` (what the table
     reads) are those of ``checkpoint`` ("last" or "best") among its ``checkpoints``."""
-    chosen = result["checkpoints"][checkpoint]
-    result.update({key: chosen[key] for key in ("test_ll", "test_ll_se", "per_point_file")})
+    result = at_checkpoint(result, checkpoint)
     result["checkpoint"] = result["config"]["eval"]["checkpoint"] = checkpoint
     return result
 
