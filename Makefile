@@ -17,7 +17,7 @@ LOGGER ?= auto   # CSV, plus W&B when you are logged in; logger=... in ARGS deci
 ARGS ?=
 
 .PHONY: install test test-slow test-floor test-gpu smoke bench lint format clean reproduce-table1 table1 \
-	protocol-study claim-study
+	protocol-study size-study
 
 install: $(STAMP)
 
@@ -82,24 +82,26 @@ reproduce-table1: install
 table1: install
 	$(BIN)/python -m benchmark.table $(RESULTS)
 
-# The studies of results/protocol_study.md and results/claim_study.md (resumable, as above).
+# The studies of results/protocol_study.md and results/sizes_study.md (resumable, as above).
 protocol-study: install
 	$(BIN)/python -m benchmark.runs.prepare_data mnist,omniglot_images
 	$(BIN)/python -m benchmark.runs.prepare_data mnist dataset.binarization=static
 	$(BIN)/python run.py -m experiment=protocol_study $(ARGS)
 	$(BIN)/python run.py -m experiment=protocol_study dataset=omniglot_images \
 		dataset.binarization=dynamic $(ARGS)
+	$(BIN)/python run.py experiment=protocol_500 $(ARGS)
 	$(BIN)/python -m benchmark.table results/protocol_study
 	$(BIN)/python -m benchmark.table.studies results/protocol_study --paper-lines \
 		--title "Protocol study: IWAE under each binarization, 30 epochs"
 
-claim-study: install
+size-study: install
 	$(BIN)/python -m benchmark.runs.prepare_data mnist dataset.binarization=static
-	$(BIN)/python run.py -m experiment=generalization $(ARGS)
-	$(BIN)/python run.py -m experiment=generalization_init_std $(ARGS)
-	$(BIN)/python -m benchmark.table results/generalization
-	$(BIN)/python -m benchmark.table.studies results/generalization \
-		--title "Claim study: static MNIST, 1,000 training images, 200 epochs"
+	$(BIN)/python -m benchmark.runs.prepare_data omniglot_images
+	for preset in sizes sizes_omniglot sizes_4k sizes_16k; do \
+		$(BIN)/python run.py -m experiment=$$preset hydra/launcher=$(LAUNCHER) $(ARGS) || exit 1; \
+	done
+	$(BIN)/python -m benchmark.table results/sizes
+	$(BIN)/python -m benchmark.table.sizes results/sizes
 
 lint: install
 	$(BIN)/ruff check .

@@ -4,10 +4,11 @@
 For every (model, data set) cell of the sweep, on the device a run would use and in its
 ``compile`` mode: the time of the Lightning module's training step (:func:`group_step`, the
 best of a few after warm-up, on binary data of the cell's shape) x steps per epoch x epochs,
-plus the S-sample evaluation and the ``test/ll_monitor`` evaluations at the rate of one chunk
-of the estimator (:func:`eval_chunk`); times the seeds. Under ``hydra/launcher=replicas`` a
-cell's seeds train as one group of up to 30: the timed step is the group's. Lightning's
-overhead and ``test/bound`` add a few percent.
+plus the S-sample evaluations (the final estimate, of the best epoch too with a validation
+split, ``val/ll`` and ``test/ll_monitor``) at the rate of one chunk of the estimator
+(:func:`eval_chunk`); times the seeds. Under ``hydra/launcher=replicas`` a cell's seeds train
+as one group of up to 30: the timed step is the group's. Lightning's overhead, ``val/bound``
+and ``test/bound`` add a few percent.
 """
 
 from __future__ import annotations
@@ -105,11 +106,15 @@ def projected_run_seconds(
     """(training, evaluation) seconds of one run: ``epochs x (n_train // batch)`` steps, and
     every (point, sample) pair of the final estimate and of the monitored estimates at
     ``chunk_s / chunk_rows`` each."""
-    steps = cfg.trainer.max_epochs * (n_train // cfg.optim.batch_size)
-    pairs = n_test * cfg.eval.n_samples
-    if cfg.eval.test_ll_every_n_epochs:
-        monitors = cfg.trainer.max_epochs // cfg.eval.test_ll_every_n_epochs
-        pairs += monitors * min(cfg.eval.test_ll_points, n_test) * cfg.eval.test_ll_samples
+    epochs, ev, val_size = cfg.trainer.max_epochs, cfg.eval, cfg.dataset.get("val_size")
+    steps = epochs * (n_train // cfg.optim.batch_size)
+    pairs = (1 if val_size is None else 2) * n_test * ev.n_samples  # the last (and best)
+    if val_size is not None:
+        validations = epochs // ev.val_every_n_epochs
+        pairs += validations * min(ev.val_ll_points, val_size) * ev.val_ll_samples
+    if ev.test_ll_every_n_epochs:
+        monitors = epochs // ev.test_ll_every_n_epochs
+        pairs += monitors * min(ev.test_ll_points, n_test) * ev.test_ll_samples
     return steps * step_s, pairs * chunk_s / chunk_rows
 
 

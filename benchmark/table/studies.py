@@ -10,8 +10,8 @@ monitor subset of the test split) against epoch, its best value and epoch, the f
 S-sample estimate of ``result.json``, and the generalization gap at the last epoch,
 ``train/bound - test/bound`` (both L_k with the run's k: on the training minibatches, averaged
 over the epoch, and on the monitor points). Curves are labelled by what differs between the
-cells of a data set (the protocol in the protocol study, the model variant in the claim
-study); ``--paper-lines`` draws the paper's Table 1 value of each model shown.
+cells of a data set (the protocol in the protocol study, the model variant in a model
+comparison); ``--paper-lines`` draws the paper's Table 1 value of each model shown.
 """
 
 from __future__ import annotations

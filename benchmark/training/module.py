@@ -140,7 +140,7 @@ class ImportanceWeightedLitModule(pl.LightningModule):
         for r in self.live():
             ll = self.val_ll.value(self.trainer, self.replica(r))
             self._val_metrics[r] = {"val/bound": bounds[r], "val/ll": ll}
-            if self.best[r] is None or ll > self.best[r]["val_ll"]:
+            if math.isfinite(ll) and (self.best[r] is None or ll > self.best[r]["val_ll"]):
                 self.best[r] = {"epoch": self.current_epoch + 1, "val_ll": ll}
                 self.improved.append(r)
         self.stop_if_patience_ran_out(self.current_epoch + 1)

@@ -21,7 +21,7 @@ PINNED = [
     (["model=vae"], "109bac7e"),
     (["experiment=smoke", "model=iwaer"], "4f5f1dc3"),
     (["experiment=quick", "model=iwaer", "dataset=mnist"], "47ca5b3d"),
-    (["experiment=generalization", "model=iwaer"], "94f9e25a"),
+    (["experiment=sizes", "model=iwaer"], "98c15caf"),  # with a validation split (issue 29)
     (["experiment=protocol_study", "dataset.binarization=static"], "d0e02306"),
 ]
 

@@ -14,13 +14,19 @@ from benchmark.speed import eta
 
 
 def test_projection_counts_every_step_and_every_evaluated_pair() -> None:
-    cfg = compose_config(["experiment=generalization"])  # monitor: S = 100 on 1,000 points
+    cfg = compose_config(["experiment=sizes"])  # val/ll: S = 100 on 1,000 points, every 10
     train_s, eval_s = eta.projected_run_seconds(
         cfg, n_train=1000, n_test=2000, step_s=0.5, chunk_s=2.0, chunk_rows=4
     )
     assert train_s == 200 * (1000 // 100) * 0.5
-    monitor_pairs = (200 // 10) * 1000 * 100
-    assert eval_s == (2000 * 2000 + monitor_pairs) * 2.0 / 4
+    val_pairs = (200 // 10) * 1000 * 100
+    assert eval_s == (2 * 2000 * 2000 + val_pairs) * 2.0 / 4  # best and last scored
+    cfg = compose_config(["experiment=protocol_study"])  # test/ll_monitor: S = 500, every 5
+    train_s, eval_s = eta.projected_run_seconds(
+        cfg, n_train=60_000, n_test=10_000, step_s=0.5, chunk_s=2.0, chunk_rows=4
+    )
+    assert train_s == 30 * 600 * 0.5
+    assert eval_s == (10_000 * 2000 + (30 // 5) * 1000 * 500) * 2.0 / 4
 
 
 def test_sweep_cells_are_the_product_of_models_and_data_sets_and_count_seeds() -> None:

@@ -13,11 +13,12 @@ import pytest
 import torch
 
 from benchmark.table.aggregate import main as aggregate_main
+from benchmark.table.sizes import main as sizes_main
 from benchmark.table.studies import main as studies_main
 from tests.conftest import REPO_ROOT, run_py
 
-TABLE_ROOTS = ["results/quick", "results/generalization", "results/protocol_study"]
-STUDY_ROOTS = ["results/generalization", "results/protocol_study"]
+TABLE_ROOTS = ["results/quick", "results/sizes", "results/protocol_study"]
+STUDY_ROOTS = ["results/protocol_study"]
 ROUNDED_TABLES = ("table1.md", "table1.tex")  # rebuilt to the character
 
 
@@ -137,12 +138,26 @@ def test_the_readme_quotes_the_committed_tables() -> None:
         quoted = [text.strip() for text in row.split("|")[2:5]]
         expected = [quoted_cell(cells[(dataset, m)]) for m in ("iwae", "iwaerrec", "iwaer")]
         assert quoted == expected, label
-    claim = json.loads((REPO_ROOT / "results/generalization/table1.json").read_text())["cells"]
-    for label, variant in (
-        ("IWAE", "iwae (k=25)"),
-        ("IWAERrec", "iwaerrec (k=25, local, s0=0.05)"),
-        ("IWAER", "iwaer (k=25, local, s0=0.05)"),
-    ):
-        (cell,) = [c for c in claim if c["variant"] == variant and "200 epochs" in c["protocol"]]
-        (row,) = [line for line in readme if line.startswith(f"| {label} | ")]
-        assert row.split("|")[2].strip() == f"{cell['mean']:.2f} ± {cell['se']:.2f}", label
+    for regime in json.loads((REPO_ROOT / "results/sizes/sizes.json").read_text()):
+        assert size_study_row(regime) in readme, regime["train_size"]
+
+
+def size_study_row(regime: dict) -> str:
+    """A regime as the README quotes it: the gains over IWAE at the best validation epoch and
+    at the fixed budget, over seeds with Welch's p."""
+    quoted = []
+    for checkpoint in ("best", "last"):
+        gains = {g["model"]: g for g in regime["gains"][checkpoint] if g["baseline"] == "iwae"}
+        for model in ("iwaerrec", "iwaer"):
+            g = gains[model]
+            quoted.append(f"{g['difference']:+.2f} ± {g['se']:.2f} (p = {g['p_value']:.1g})")
+    label = f"| {regime['dataset']} | {regime['train_size']:,} | {regime['epochs']} | "
+    return label + " | ".join(quoted) + " |"
+
+
+def test_the_size_study_report_is_rebuilt_from_its_run_files(tmp_path: Path) -> None:
+    assert sizes_main(["results/sizes", "--out", str(tmp_path)]) == 0
+    committed = Path("results/sizes")
+    assert (tmp_path / "sizes.md").read_text() == (committed / "sizes.md").read_text()
+    rebuilt, stored = (json.loads((d / "sizes.json").read_text()) for d in (tmp_path, committed))
+    assert _same_values(rebuilt, stored)
