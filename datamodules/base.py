@@ -14,7 +14,8 @@ run's seed, so every model and seed is scored on identical data.
 
 ``val_size`` holds out a validation split of N training images, a fixed random subset drawn
 before ``train_subset`` (static MNIST: N images of Larochelle's own ``valid`` file, and the
-``train`` file to train on); dynamic binarization binarizes it once, like the test split.
+``train`` file to train on); dynamic binarization binarizes it once, from a fixed stream of
+its own (so other test data leave validation unchanged).
 Lightning's validation loop runs on it; the test split is read only for the final estimate
 and, if asked for, the test trajectories.
 

@@ -118,6 +118,7 @@ def test_paper_preset_is_the_table1_protocol() -> None:
     assert cfg.model.k == 25 and cfg.eval.n_samples == 2000
     assert list(cfg.network.hidden) == [400] and cfg.network.latent == 20
     assert cfg.dataset.train_subset is None and cfg.dataset.test_subset is None
+    assert cfg.dataset.val_size is None and cfg.eval.checkpoint == "last"
 
 
 @pytest.mark.parametrize(
