@@ -87,11 +87,21 @@ def rerun_command() -> str | None:
 
 
 def summary_line(result: dict[str, Any], run_dir: Path) -> str:
-    """The one line a finished run prints."""
+    """The one line a finished run prints (with a validation split: at which epoch, and the
+    other checkpoint's estimate)."""
+    checkpoints = result.get("checkpoints", {})
+    where = ""
+    if "best" in checkpoints:
+        chosen = result["checkpoint"]
+        other = "last" if chosen == "best" else "best"
+        where = (
+            f"; {chosen} epoch {checkpoints[chosen]['epoch']}, {other} epoch "
+            f"{checkpoints[other]['epoch']}: {checkpoints[other]['test_ll']:.3f}"
+        )
     return (
         f"{result['dataset']} {result['model']} seed {result['seed']}: test log-likelihood "
         f"{result['test_ll']:.3f} ± {result['test_ll_se']:.3f} nats "
-        f"(S={result['eval_samples']}, n={result['n_test']}) -> {run_dir / RESULT_FILE}"
+        f"(S={result['eval_samples']}, n={result['n_test']}{where}) -> {run_dir / RESULT_FILE}"
     )
 
 

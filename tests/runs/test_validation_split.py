@@ -17,7 +17,7 @@ from benchmark.runs.builders import (
     build_datamodule,
     estimator_options,
 )
-from benchmark.runs.experiment import run, run_group
+from benchmark.runs.experiment import run, run_group, summary_line
 from benchmark.runs.metrics_log import read_epoch_metrics
 from benchmark.runs.rescore import load_model, rescore
 from benchmark.runs.validation import ConfigError
@@ -76,6 +76,8 @@ def test_best_and_last_are_scored_checkpointed_and_loadable(result: dict) -> Non
     assert last["epoch"] == result["epochs"] == EPOCHS and result["checkpoint"] == "last"
     assert result["test_ll"] == last["test_ll"] != best["test_ll"]
     assert result["protocol"]["validation"]["size"] == 200
+    line = summary_line(result, run_dir)
+    assert f"; last epoch {EPOCHS}, best epoch {best['epoch']}: {best['test_ll']:.3f})" in line
     saved = torch.load(run_dir / BEST_CHECKPOINT, weights_only=False)
     assert (saved["epoch"], saved["val_ll"]) == (best["epoch"], best["val_ll"])
     best_net, last_net = load_model(run_dir, "best"), load_model(run_dir, "last")
