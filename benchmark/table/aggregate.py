@@ -10,8 +10,8 @@ protocol each distinct model section (name, k, weight sampling, initial std) is 
 
 Each model is compared with IWAE two ways: over seeds (Welch's t-test on the per-seed means:
 is the difference larger than training's seed-to-seed variation?) and paired over test points
-(the per-point estimates of ``test_ll_per_point.pt``, averaged over each model's seeds, then
-differenced point by point: how large and how consistent is it across the test set?).
+(the per-point estimates of each run's ``per_point_file``, averaged over each model's seeds,
+then differenced point by point: how large and how consistent is it across the test set?).
 """
 
 from __future__ import annotations
