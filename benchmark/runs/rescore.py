@@ -69,7 +69,8 @@ def load_model(
             f"{path} does not exist: best weights exist only for runs with a validation split "
             f"(dataset.val_size); load checkpoint='last'"
             if checkpoint == "best"
-            else f"{path} does not exist: give the directory of a finished run"
+            else f"{path} does not exist: give the directory of a finished run made here (run "
+            f"directories under results/ are committed without their checkpoints)"
         )
     return load_weights(build_model(cfg, build_datamodule(cfg).x_dim), path).eval()
 
