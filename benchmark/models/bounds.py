@@ -32,7 +32,7 @@ def log_normal_at_noise(eps: Tensor, log_var: Tensor) -> Tensor:
 
 
 def bernoulli_log_likelihood(x: Tensor, logits: Tensor) -> Tensor:
-    """log prod_d Bernoulli(x_d; sigmoid(logits_d)) = sum_d x_d l_d - softplus(l_d).
+    """log prod_d Bernoulli(x_d; sigmoid(logits_d)) = sum_d x_d l_d - sum_d softplus(l_d).
 
     ``x [B, D]`` broadcasts against ``logits [k, B, D]``; result ``[k, B]``. Valid for grey
     ``x`` in [0, 1] too (then it is a cross-entropy, not a log-probability). ``x`` gets no
@@ -40,7 +40,7 @@ def bernoulli_log_likelihood(x: Tensor, logits: Tensor) -> Tensor:
     logits are bf16, whose 8-bit mantissa would round a sum of 784 terms to about a nat.
     """
     logits = logits.to(torch.promote_types(logits.dtype, x.dtype))
-    return (x * logits - F.softplus(logits)).sum(-1)
+    return torch.linalg.vecdot(logits, x) - F.softplus(logits).sum(-1)
 
 
 def iwae_bound(log_weights: Tensor) -> Tensor:
