@@ -4,12 +4,13 @@ mode; the noise is drawn eagerly from the step's stream and passed in, so every 
 same numbers (and rounds them its own way).
 
 The default is false on every device. On GPUs it stays so until a GPU measurement says
-otherwise. On the 2-core CPU of ``results/bench.md``, compile=true saves 3-8 ms of a 24-76 ms
-training step (11-18%) for 2-9 s of compile time per pass shape, and a run compiles three
-(training, ``test/bound``, evaluation): over a quick-preset run's 3,000 steps that is 9-25 s
-saved against 10-15 s spent, break-even for IWAE and about 3% for IWAER. It pays on
-paper-length CPU runs, where ``compile=true`` is worth passing; as the default it would not,
-and the tests, which run on CPUs, take the path GPU users run by default.
+otherwise. On the 2-core CPU of ``results/bench.md``, compile=true saves 5-10 ms of a 37-100 ms
+training step (10-14%) for 2-8 s of compile time per pass shape, and a run compiles three
+(training, ``test/bound``, evaluation): over a quick-preset run's 3,000 steps that is 15-30 s
+saved against 12-15 s spent, 1% of the training for IWAE and 5-7% for IWAER and IWAERrec, and
+the evaluation gains nothing. It pays on paper-length CPU runs, where ``compile=true`` is
+worth passing; as the default it would gain too little to make the tests, which run on CPUs,
+take another path than the one GPU users run by default.
 """
 
 from __future__ import annotations
