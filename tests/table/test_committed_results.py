@@ -95,12 +95,14 @@ def test_every_committed_run_records_a_clean_tree_and_its_command(root: str) -> 
 
 @pytest.mark.slow
 def test_the_cheapest_committed_cell_reruns_to_its_numbers(tmp_path: Path, data_dir: Path) -> None:
-    """Its ``result.json`` command, into a fresh results directory: the same test
-    log-likelihood and per-point estimates, bitwise on the processor model that ran it. Other
-    CPUs or GPUs round differently, and over thousands of steps that moves the trained model:
-    a 90-epoch cell of the claim study moved 0.034 nats on another Intel Xeon, a seed's spread
-    in the quick table is 0.05-0.15 nats; elsewhere the mean must agree within 0.1 nats."""
-    files = [p for root in TABLE_ROOTS for p in Path(root).rglob("result.json")]
+    """The quick table's cheapest cell (the table made at HEAD's numerics; the studies
+    reproduce at their own commits): its ``result.json`` command, into a fresh results
+    directory, gives the same test log-likelihood and per-point estimates, bitwise on the
+    processor model that ran it. Other CPUs or GPUs round differently, and over thousands of
+    steps that moves the trained model: a 90-epoch cell of the claim study moved 0.034 nats on
+    another Intel Xeon, a seed's spread in the quick table is 0.05-0.15 nats; elsewhere the mean
+    must agree within 0.1 nats."""
+    files = list(Path("results/quick").rglob("result.json"))
     path = min(files, key=lambda p: json.loads(p.read_text())["wall_time_s"]["total"])
     cheapest = json.loads(path.read_text())
     if cheapest["versions"]["torch"] != torch.__version__.split("+")[0]:
