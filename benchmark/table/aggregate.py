@@ -34,6 +34,7 @@ import torch
 from scipy import stats
 from torch import Tensor
 
+from benchmark.table.figures import draw_all
 from benchmark.table.seed_stats import mean_and_se
 
 log = logging.getLogger(__name__)
@@ -484,9 +485,7 @@ def aggregate(results_dir: Path, out_dir: Path, figures: bool = True) -> dict[st
     (out_dir / "table1.json").write_text(json.dumps(payload, indent=2) + "\n")
     (out_dir / "table1.tex").write_text(render_tex(cells))
     if figures:
-        from benchmark.table.figures import draw_all
-
-        draw_all(cells, out_dir)
+        draw_all(groups(cells), out_dir)
     return payload
 
 

@@ -19,11 +19,7 @@ from benchmark.table.seed_stats import mean_and_se
 if TYPE_CHECKING:
     from benchmark.table.aggregate import Cell
 
-
-def _group_cells(cells: list[Cell]) -> dict[tuple[str, str], list[Cell]]:
-    from benchmark.table.aggregate import groups
-
-    return groups(cells)
+Groups = dict[tuple[str, str], list["Cell"]]  # cells by (data set, protocol id)
 
 
 def protocol_title(cell: Cell, width: int = 48) -> str:
@@ -33,9 +29,8 @@ def protocol_title(cell: Cell, width: int = 48) -> str:
     return "\n".join(textwrap.wrap(text, width))
 
 
-def table1_figure(cells: list[Cell], path: Path) -> None:
+def table1_figure(grouped: Groups, path: Path) -> None:
     """Per data set and protocol: each model's mean ± SE beside the paper's value."""
-    grouped = _group_cells(cells)
     fig, axes = plt.subplots(
         1, max(len(grouped), 1), figsize=(4.5 * max(len(grouped), 1), 4), squeeze=False
     )
@@ -103,9 +98,8 @@ def plot_band(
     ax.fill_between(epochs, lower, upper, color=color, alpha=0.2)
 
 
-def curves_figure(cells: list[Cell], path: Path) -> None:
+def curves_figure(grouped: Groups, path: Path) -> None:
     """Training bound (solid) and test bound (dashed) against epoch, mean ± SE over seeds."""
-    grouped = _group_cells(cells)
     fig, axes = plt.subplots(
         1, max(len(grouped), 1), figsize=(5 * max(len(grouped), 1), 4), squeeze=False
     )
@@ -153,7 +147,8 @@ def samples_figure(cells: list[Cell], path: Path) -> None:
     plt.close(fig)
 
 
-def draw_all(cells: list[Cell], out_dir: Path) -> None:
-    table1_figure(cells, out_dir / "table1.png")
-    curves_figure(cells, out_dir / "curves.png")
-    samples_figure(cells, out_dir / "samples.png")
+def draw_all(grouped: Groups, out_dir: Path) -> None:
+    """``table1.png``, ``curves.png`` and ``samples.png`` in ``out_dir``."""
+    table1_figure(grouped, out_dir / "table1.png")
+    curves_figure(grouped, out_dir / "curves.png")
+    samples_figure([c for members in grouped.values() for c in members], out_dir / "samples.png")
