@@ -41,6 +41,7 @@ from torch.utils.data import DataLoader
 from benchmark.randomness.noise import standard_uniform
 from benchmark.randomness.seeding import make_generator
 from datamodules.device_batches import device_loader
+from datamodules.errors import DataError
 
 
 class Binarization(str, Enum):
@@ -58,10 +59,25 @@ class Splits(NamedTuple):
     valid: Tensor | None = None
 
 
+# The config key that sets the size of each split's fixed subset.
+SIZE_KEYS = {
+    "train": "dataset.train_subset",
+    "test": "dataset.test_subset",
+    "valid": "dataset.val_size",
+}
+
+
 def fixed_subset(data: Tensor, n: int | None, split: str) -> Tensor:
     """``n`` rows of ``data [N, D]`` drawn without replacement by a fixed permutation (kept in
-    their original order); all rows if ``n`` is None or at least N."""
-    return data if n is None or n >= data.shape[0] else data[fixed_rows(data, n, split)[0]]
+    their original order); all rows if ``n`` is None; an error naming the key if n > N."""
+    if n is None:
+        return data
+    if n > data.shape[0]:
+        raise DataError(
+            f"{SIZE_KEYS[split]}={n} asks for more than the {data.shape[0]} {split} images there"
+            f" are: choose at most {data.shape[0]}"
+        )
+    return data[fixed_rows(data, n, split)[0]]
 
 
 def fixed_rows(data: Tensor, n: int, split: str) -> tuple[Tensor, Tensor]:
@@ -81,7 +97,7 @@ def hold_out(splits: Splits, n: int | None) -> tuple[Tensor, Tensor | None]:
     if splits.valid is not None:
         return splits.train, fixed_subset(splits.valid, n, "valid")
     if n >= splits.train.shape[0]:
-        raise ValueError(
+        raise DataError(
             f"dataset.val_size={n} holds out every training image ({splits.train.shape[0]}): "
             f"choose a smaller dataset.val_size"
         )

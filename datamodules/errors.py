@@ -2,4 +2,5 @@
 
 
 class DataError(RuntimeError):
-    """A data file is missing (and cannot be downloaded) or fails its integrity check."""
+    """A data file is missing (and cannot be downloaded) or fails its integrity check, or a
+    split has fewer images than the config asks for."""

@@ -71,6 +71,12 @@ def validate(cfg: DictConfig) -> None:
             _positive_int(cfg, key)
         if cfg.eval.early_stopping_patience is not None:
             _positive_int(cfg, "eval.early_stopping_patience")
+        if cfg.eval.val_every_n_epochs > cfg.trainer.max_epochs:
+            raise ConfigError(
+                f"eval.val_every_n_epochs={cfg.eval.val_every_n_epochs} is more than "
+                f"trainer.max_epochs={cfg.trainer.max_epochs}, so no epoch would be validated: "
+                f"lower eval.val_every_n_epochs"
+            )
     elif cfg.eval.checkpoint == "best" or cfg.eval.early_stopping_patience is not None:
         raise ConfigError(
             "eval.checkpoint=best and eval.early_stopping_patience choose by validation data: "

@@ -138,8 +138,23 @@ def test_a_validation_split_is_held_out_of_training_the_same_for_every_seed(
     again.setup()
     assert torch.equal(dynamic.val_data, again.val_data)
     assert (dynamic.val_data - a.val_data).abs().mean() < 0.1  # the same images, binarized
-    with pytest.raises(ValueError, match=r"dataset\.val_size=60000 holds out every"):
+    with pytest.raises(DataError, match=r"dataset\.val_size=60000 holds out every"):
         MNISTDataModule(data_dir=data_dir, binarization="none", val_size=60_000).setup()
+
+
+@pytest.mark.parametrize(
+    ("sizes", "message"),
+    [
+        ({"binarization": "static", "val_size": 10_001}, "val_size=10001 .* the 10000 valid"),
+        ({"val_size": 50_000, "train_subset": 10_001}, "train_subset=10001 .* the 10000 train"),
+        ({"test_subset": 10_001}, "test_subset=10001 asks for more than the 10000 test"),
+    ],
+)
+def test_a_split_smaller_than_asked_for_is_an_error_naming_the_key(
+    data_dir: Path, sizes: dict[str, object], message: str
+) -> None:
+    with pytest.raises(DataError, match=rf"^dataset\.{message} images there are: choose at"):
+        MNISTDataModule(data_dir=data_dir, **sizes).setup()
 
 
 def test_mnist_static_is_larochelles_binarization(data_dir: Path) -> None:

@@ -147,6 +147,15 @@ def test_config_validation_names_key_and_allowed_values(override: str, message: 
         validate(compose_config([override]))
 
 
+def test_a_validation_schedule_that_never_validates_is_refused() -> None:
+    cfg = compose_config(["experiment=smoke", "dataset.val_size=200", "eval.checkpoint=best"])
+    cfg.eval.val_every_n_epochs = cfg.trainer.max_epochs + 1
+    with pytest.raises(ConfigError, match="so no epoch would be validated"):
+        validate(cfg)
+    cfg.eval.val_every_n_epochs = cfg.trainer.max_epochs
+    validate(cfg)
+
+
 def test_bad_config_exits_nonzero_before_training_and_keeps_results(
     tmp_path: Path, data_dir: Path
 ) -> None:
