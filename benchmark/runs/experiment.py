@@ -65,6 +65,7 @@ from benchmark.training.checkpointing import (
     load_weights,
 )
 from benchmark.training.module import TrainingDivergedError
+from datamodules import BinaryImageDataModule
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +305,7 @@ def train_group(
                 c,
                 run_dir,
                 net,
-                datamodule.test_data,
+                datamodule.members[r],
                 loggers,
                 trained,
                 commands[r],
@@ -329,19 +330,20 @@ def finish_run(
     cfg: DictConfig,
     run_dir: Path,
     net: ImportanceWeightedModel,
-    test_data: Tensor,
+    data: BinaryImageDataModule,
     loggers: Sequence[Logger],
     trained: TrainedState,
     command: str | None,
     extra: dict[str, Any] | None = None,
     best: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Estimate the test log-likelihood of the trained ``net`` (the last checkpoint) and, with
-    a validation split, of its ``best`` epoch (``{"epoch", "val_ll"}``; weights in
-    ``BEST_CHECKPOINT``); write each one's per-point file and ``result.json`` (with ``extra``
-    merged in, ``test_ll`` of ``eval.checkpoint``) in ``run_dir``; log to and close
-    ``loggers``."""
+    """Estimate the test log-likelihood (on the test split of ``data``, the run's data module)
+    of the trained ``net`` (the last checkpoint) and, with a validation split, of its ``best``
+    epoch (``{"epoch", "val_ll"}``; weights in ``BEST_CHECKPOINT``); write each one's
+    per-point file and ``result.json`` (with ``extra`` merged in, ``test_ll`` of
+    ``eval.checkpoint``) in ``run_dir``; log to and close ``loggers``."""
     started = time.perf_counter()
+    test_data = data.test_data
     net = net.to(test_data.device)
     scored = {"last": score(cfg, run_dir, net, test_data, "last", {"epoch": trained.epochs})}
     if best is not None and best["epoch"] == trained.epochs:  # the same weights
@@ -367,6 +369,7 @@ def finish_run(
         "seed": cfg.seed,
         "test_ll": None,  # with_headline: the checkpoint of eval.checkpoint
         "test_ll_se": None,
+        "n_train": data.train_data.shape[0],
         "n_test": test_data.shape[0],
         "eval_samples": cfg.eval.n_samples,
         "epochs": trained.epochs,

@@ -78,10 +78,11 @@ def regimes(results_dir: Path) -> list[Regime]:
                     mean_and_se([float(e) for e in epochs]),
                 )
             )
-        protocol = _result(members["last"][0].run_dirs[0])["protocol"]
+        result = _result(members["last"][0].run_dirs[0])
+        size = result["protocol"]["train_subset"] or result["n_train"]  # all training images
         gains = {c: compare(members[c]) for c in CHECKPOINTS}
         dataset = members["last"][0].dataset
-        out.append(Regime(dataset, protocol["train_subset"], protocol["epochs"], rows, gains))
+        out.append(Regime(dataset, size, result["protocol"]["epochs"], rows, gains))
     return sorted(out, key=lambda r: (r.dataset, r.train_size))
 
 

@@ -17,8 +17,11 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 N_POINTS = 50
 
 
-def write_run(root: Path, size: int, model: str, seed: int, best: float, last: float) -> None:
-    """A finished validated run whose per-point estimates are ``value + point offsets``."""
+def write_run(
+    root: Path, size: int | None, model: str, seed: int, best: float, last: float, n_train: int = 0
+) -> None:
+    """A finished validated run whose per-point estimates are ``value + point offsets``, on
+    ``size`` training images (None: all ``n_train`` of them)."""
     run_dir = root / f"{size}" / model / f"seed_{seed}"
     run_dir.mkdir(parents=True)
     offsets = torch.linspace(-5, 5, N_POINTS, dtype=torch.float64) + 0.1 * seed
@@ -39,6 +42,7 @@ def write_run(root: Path, size: int, model: str, seed: int, best: float, last: f
         "model": model,
         "seed": seed,
         "test_ll": checkpoints["last"]["test_ll"],
+        "n_train": size or n_train,
         "checkpoints": checkpoints,
         "protocol": protocol,
         "protocol_config": {
@@ -88,6 +92,17 @@ def test_gains_over_seeds_and_points_and_the_best_epochs(study: Path) -> None:
     (iwae_row,) = [r for r in small.models if r.model == "iwae"]
     assert iwae_row.best_epoch[0] == 20.0 and iwae_row.n == 3  # epochs 10, 20, 30
     assert small.gains["best"][0].paired.fraction_better == 1.0
+
+
+def test_a_regime_on_every_training_image_is_sized_by_the_images_trained_on(
+    tmp_path: Path,
+) -> None:
+    for seed in range(2):
+        write_run(tmp_path, None, "iwae", seed, -100.0, -101.0, n_train=50_000)
+    (regime,) = regimes(tmp_path)
+    assert regime.train_size == 50_000 and regime.models[0].n == 2
+    assert main([str(tmp_path)]) == 0
+    assert "## mnist, 50,000 training images, 200 epochs" in (tmp_path / "sizes.md").read_text()
 
 
 def test_report_files_and_no_validated_runs(study: Path, tmp_path: Path) -> None:

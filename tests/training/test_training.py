@@ -151,7 +151,8 @@ def test_run_py_smoke_writes_a_complete_result(tmp_path: Path, data_dir: Path) -
     assert result_file.parent.relative_to(tmp_path).parts[:2] == ("mnist", "iwaerrec")
     assert result["dataset"] == "mnist" and result["model"] == "iwaerrec" and result["seed"] == 0
     assert -300 < result["test_ll"] < -80 and 0 < result["test_ll_se"] < 10
-    assert result["n_test"] == 500 and result["eval_samples"] == 100 and result["epochs"] == 1
+    assert result["n_train"] == 1000 and result["n_test"] == 500  # experiment=smoke's subsets
+    assert result["eval_samples"] == 100 and result["epochs"] == 1
     assert shlex.split(result["command"]) == ["python", "run.py", *overrides]
     assert result["config"]["model"]["random_encoder"] is True
     protocol = result["protocol"]
