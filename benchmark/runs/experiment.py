@@ -63,6 +63,7 @@ from benchmark.training.checkpointing import (
     CorruptCheckpointError,
     check_readable,
     load_weights,
+    saved_best,
 )
 from benchmark.training.module import TrainingDivergedError
 from datamodules import BinaryImageDataModule
@@ -137,16 +138,17 @@ def finished_result(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
 
 def at_checkpoint(result: dict[str, Any], checkpoint: str) -> dict[str, Any]:
     """``result`` scored at its ``checkpoint`` ("best" or "last", from its ``checkpoints``):
-    its ``test_ll``, ``test_ll_se`` and ``per_point_file`` replaced by that checkpoint's."""
+    its ``checkpoint``, ``test_ll``, ``test_ll_se`` and ``per_point_file`` that checkpoint's."""
     chosen = result["checkpoints"][checkpoint]
-    return {**result, **{k: chosen[k] for k in ("test_ll", "test_ll_se", "per_point_file")}}
+    scored = {k: chosen[k] for k in ("test_ll", "test_ll_se", "per_point_file")}
+    return {**result, **scored, "checkpoint": checkpoint}
 
 
 def with_headline(result: dict[str, Any], checkpoint: str) -> dict[str, Any]:
     """``result`` whose ``test_ll``, ``test_ll_se`` and ``per_point_file`` (what the table
     reads) are those of ``checkpoint`` ("last" or "best") among its ``checkpoints``."""
     result = at_checkpoint(result, checkpoint)
-    result["checkpoint"] = result["config"]["eval"]["checkpoint"] = checkpoint
+    result["config"]["eval"]["checkpoint"] = checkpoint
     return result
 
 
@@ -348,9 +350,10 @@ def finish_run(
     scored = {"last": score(cfg, run_dir, net, test_data, "last", {"epoch": trained.epochs})}
     if best is not None and best["epoch"] == trained.epochs:  # the same weights
         scored["best"] = {**scored["last"], **best}
-    elif best is not None:
+    elif best is not None:  # as best.ckpt records it: a crash may leave a retrained epoch's
         best_net = load_weights(copy.deepcopy(net), run_dir / BEST_CHECKPOINT)
-        scored["best"] = score(cfg, run_dir, best_net, test_data, "best", best)
+        saved = saved_best(run_dir / BEST_CHECKPOINT)
+        scored["best"] = score(cfg, run_dir, best_net, test_data, "best", saved)
     eval_seconds = time.perf_counter() - started
     for logger in loggers:
         for name, record in scored.items():

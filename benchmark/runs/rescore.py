@@ -6,8 +6,9 @@ the weights (``eval.checkpoint=best``: those of the best validation epoch; defau
 run's own choice), change the estimator (``eval.n_samples=5000`` as in Burda et al.,
 ``eval.seed``, ``eval.batch_size``, ``eval.memory_cap_gib``, ``eval.max_chunk_rows``) and the
 test data (``dataset.test_binarization_seed``, ``dataset.test_subset``). The record goes to
-``RUN_DIR/rescore/<id>.json`` with its per-point estimates, ``<id>`` naming the overrides;
-``result.json`` is never touched. Runs are scored on the CPU.
+``RUN_DIR/rescore/<id>.json`` with its per-point estimates, ``<id>`` naming the evaluation
+settings in full (the weights chosen included); ``result.json`` is never touched. Runs are
+scored on the CPU.
 """
 
 from __future__ import annotations
@@ -82,12 +83,24 @@ def rescore(run_dir: Path, overrides: Sequence[str]) -> dict[str, Any]:
     cfg = run_config(run_dir)
     for override in overrides:
         key = override.partition("=")[0]
-        if not key.startswith(RESCORABLE) or OmegaConf.select(cfg, key) is None:
+        section, _, leaf = key.rpartition(".")
+        if not key.startswith(RESCORABLE) or leaf not in (OmegaConf.select(cfg, section) or {}):
             raise ConfigError(
                 f"cannot rescore with {override!r}: give eval.* keys of the run's config, "
                 "dataset.test_binarization_seed or dataset.test_subset"
             )
+        if key == "dataset.test_binarization_seed" and cfg.dataset.binarization != "dynamic":
+            raise ConfigError(
+                f"cannot rescore with {override!r}: this run's test data are "
+                f"binarization={cfg.dataset.binarization}, fixed; the seed binarizes dynamic "
+                "test data only"
+            )
     cfg.merge_with_dotlist(list(overrides))
+    if cfg.eval.checkpoint == "best" and cfg.dataset.val_size is None:
+        raise ConfigError(
+            f"{run_dir} was trained without a validation split, so it has no best epoch: "
+            "rescore its last (eval.checkpoint=last)"
+        )
     validate(cfg)
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
@@ -100,7 +113,8 @@ def rescore(run_dir: Path, overrides: Sequence[str]) -> dict[str, Any]:
         progress=cfg.eval.progress,
         **estimator_options(cfg),
     )
-    record_id = hashlib.sha256(" ".join(sorted(overrides)).encode()).hexdigest()[:8]
+    scored = {key: OmegaConf.to_container(cfg[key]) for key in ("eval", "dataset")}
+    record_id = hashlib.sha256(json.dumps(scored, sort_keys=True).encode()).hexdigest()[:8]
     out = run_dir / RESCORE_DIR
     out.mkdir(exist_ok=True)
     per_point_file = f"{record_id}_per_point.pt"
@@ -113,8 +127,7 @@ def rescore(run_dir: Path, overrides: Sequence[str]) -> dict[str, Any]:
         "test_ll_se": estimate.standard_error,
         "n_test": estimate.n_points,
         "eval_samples": estimate.n_samples,
-        "eval": OmegaConf.to_container(cfg.eval),
-        "dataset": OmegaConf.to_container(cfg.dataset),
+        **scored,
         "versions": package_versions(),
         "git": git_state(),
         "machine": {"device_name": device_name(torch.device("cpu"))},

@@ -203,7 +203,21 @@ def protocol_label(result: dict[str, Any]) -> str:
     for key in ("train_subset", "test_subset"):
         if p.get(key):
             parts.append(f"{key}={p[key]}")
+    validation = result["protocol_config"].get("validation")
+    if validation:
+        epoch = "best validation" if result.get("checkpoint") == "best" else "last"
+        parts.append(f"val_size={validation['size']}, {epoch} epoch")
     return ", ".join(parts)
+
+
+def table_protocol(result: dict[str, Any]) -> dict[str, Any]:
+    """What a run's cell shares with the others of its table section: the ``protocol_config``
+    without the model section (so models are compared), and with a validation split, which
+    checkpoint ``test_ll`` scores (best and last are never pooled)."""
+    protocol = {k: v for k, v in result["protocol_config"].items() if k != "model"}
+    if "validation" in protocol:
+        protocol["checkpoint"] = result.get("checkpoint", "last")
+    return protocol
 
 
 def variant_label(result: dict[str, Any]) -> str:
@@ -217,8 +231,7 @@ def variant_label(result: dict[str, Any]) -> str:
 def build_cells(results: list[tuple[Path, dict[str, Any]]]) -> list[Cell]:
     cells: dict[tuple[str, str, str], Cell] = {}
     for path, result in results:
-        protocol = {k: v for k, v in result["protocol_config"].items() if k != "model"}
-        protocol_id = short_hash(protocol)
+        protocol_id = short_hash(table_protocol(result))
         variant = variant_label(result)
         key = (result["dataset"], protocol_id, variant)
         cell = cells.get(key)

@@ -29,7 +29,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from benchmark.runs.experiment import at_checkpoint
-from benchmark.table.aggregate import BASELINE, Comparison, build_cells, compare, load_results
+from benchmark.table.aggregate import (
+    BASELINE,
+    Comparison,
+    build_cells,
+    compare,
+    load_results,
+    short_hash,
+    table_protocol,
+)
 from benchmark.table.seed_stats import mean_and_se
 
 CHECKPOINTS = {"best": "best validation epoch", "last": "fixed budget (last epoch)"}
@@ -63,7 +71,8 @@ def regimes(results_dir: Path) -> list[Regime]:
     by_regime: dict[tuple[str, str], dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for checkpoint, members in cells.items():
         for cell in members:
-            by_regime[(cell.dataset, cell.protocol_id)][checkpoint].append(cell)
+            protocol = table_protocol(_result(cell.run_dirs[0])) | {"checkpoint": None}
+            by_regime[(cell.dataset, short_hash(protocol))][checkpoint].append(cell)
     out = []
     for members in by_regime.values():
         rows = []

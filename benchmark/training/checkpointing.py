@@ -196,6 +196,12 @@ class BestCheckpoints(pl.Callback):
             self.io.save_checkpoint(checkpoint, self.paths[r])
 
 
+def saved_best(path: Path) -> dict[str, Any]:
+    """The best epoch ``{"epoch", "val_ll"}`` whose weights ``best.ckpt`` at ``path`` holds."""
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    return {"epoch": saved["epoch"], "val_ll": saved["val_ll"]}
+
+
 def load_weights(net: ImportanceWeightedModel, path: Path) -> ImportanceWeightedModel:
     """``net`` with the weights of a run's checkpoint (``last.ckpt`` or ``best.ckpt``)."""
     check_readable(path)

@@ -248,4 +248,17 @@ def test_a_finished_run_loads_and_rescores_without_touching_its_result(
     assert (run_dir / "result.json").read_bytes() == before
     with pytest.raises(ConfigError, match="cannot rescore"):
         rescore(run_dir, ["optim.lr=1"])
+    with pytest.raises(ConfigError, match="without a validation split, so it has no best epoch"):
+        rescore(run_dir, ["eval.checkpoint=best"])
     assert not load_model(run_dir).training
+
+
+def test_rescoring_takes_keys_the_run_left_null_and_refuses_a_seed_static_data_ignore(
+    runs_alone: list[dict], tmp_path: Path
+) -> None:
+    result = json.loads((Path(runs_alone[0]["config"]["run_dir"]) / "result.json").read_text())
+    result["config"]["dataset"]["test_subset"] = None  # as in every full-data run
+    result["config"]["dataset"]["binarization"] = "static"
+    (tmp_path / "result.json").write_text(json.dumps(result))
+    with pytest.raises(ConfigError, match="binarization=static, fixed; the seed binarizes"):
+        rescore(tmp_path, ["dataset.test_subset=50", "dataset.test_binarization_seed=1"])

@@ -111,6 +111,24 @@ def test_eval_checkpoint_chooses_what_the_table_reads_without_training_again(
     assert run(cfg)["test_ll"] == result["test_ll"]
 
 
+def test_the_best_epoch_recorded_is_the_one_whose_weights_best_ckpt_holds(
+    result: dict, tmp_path: Path, data_dir: Path
+) -> None:
+    """A crash between writing ``best.ckpt`` and ``last.ckpt`` leaves the file one epoch ahead
+    of the record in ``last.ckpt``; if the retrained epoch then validates lower (a resume that
+    is not bitwise), the file's weights are scored, under the file's epoch."""
+    cfg = config(tmp_path, data_dir, 0, *VALIDATED, f"trainer.max_epochs={EPOCHS}")
+    shutil.copytree(result["config"]["run_dir"], cfg.run_dir)
+    (Path(cfg.run_dir) / "result.json").unlink()
+    path = Path(cfg.run_dir) / BEST_CHECKPOINT
+    saved = torch.load(path, weights_only=False)
+    saved["epoch"], saved["val_ll"] = saved["epoch"] + 1, saved["val_ll"] - 1.0
+    torch.save(saved, path)
+    best = run(cfg)["checkpoints"]["best"]
+    assert (best["epoch"], best["val_ll"]) == (saved["epoch"], saved["val_ll"])
+    assert best["test_ll"] == result["checkpoints"]["best"]["test_ll"]  # the same weights
+
+
 def test_early_stopping_stops_each_run_at_its_patience_and_resumes_stopped(
     tmp_path: Path, data_dir: Path
 ) -> None:

@@ -133,6 +133,22 @@ def test_runs_on_a_subset_of_the_data_get_no_paper_column(tmp_path: Path) -> Non
     assert "train_subset=1000" in c["protocol"]
 
 
+def test_runs_scored_at_the_best_and_the_last_epoch_are_separate_labelled_cells(
+    tmp_path: Path,
+) -> None:
+    for seed, checkpoint in enumerate(("best", "last", "best")):
+        run_dir = write_result(tmp_path / "results", "mnist", "iwae", seed, -100.0 - seed)
+        result = json.loads((run_dir / "result.json").read_text())
+        result["protocol_config"]["validation"] = {"size": 2000, "every_n_epochs": 5}
+        result["checkpoint"] = checkpoint
+        (run_dir / "result.json").write_text(json.dumps(result))
+    best, last = aggregate(tmp_path / "results", tmp_path / "out", figures=False)["cells"]
+    assert best["protocol"].endswith("val_size=2000, best validation epoch")
+    assert best["seeds"] == [0, 2] and best["mean"] == pytest.approx(-101.0)
+    assert last["protocol"].endswith("val_size=2000, last epoch") and last["seeds"] == [1]
+    assert best["protocol_id"] != last["protocol_id"]
+
+
 def test_incomplete_cells_are_marked(results: Path, tmp_path: Path) -> None:
     payload = aggregate(results, tmp_path / "out", figures=False)
     assert cell(payload, "mnist", "iwae")["complete"] is True
