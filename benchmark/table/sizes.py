@@ -27,6 +27,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.ticker import NullFormatter
 
 from benchmark.runs.experiment import at_checkpoint
 from benchmark.table.aggregate import (
@@ -175,6 +176,7 @@ def figure(found: list[Regime], path: Path) -> None:
         ax.set_xscale("log")
         ax.set_xticks(sorted({r.train_size for r in members}))
         ax.set_xticklabels([f"{r:,}" for r in sorted({r.train_size for r in members})])
+        ax.xaxis.set_minor_formatter(NullFormatter())  # no log-axis labels between sizes
         ax.set_xlabel("training images")
         ax.set_ylabel("test log-likelihood gain over IWAE (nats)")
         ax.set_title(f"{dataset}: {', '.join(sorted({f'{r.epochs} epochs' for r in members}))}")
