@@ -92,7 +92,7 @@ protocol-study: install
 	$(BIN)/python run.py experiment=protocol_500 $(ARGS)
 	$(BIN)/python -m benchmark.table results/protocol_study
 	$(BIN)/python -m benchmark.table.studies results/protocol_study --paper-lines \
-		--title "Protocol study: IWAE under each binarization, 30 epochs"
+		--title "Protocol study: IWAE under each binarization, 30 epochs (static also 500)"
 
 size-study: install
 	$(BIN)/python -m benchmark.runs.prepare_data mnist dataset.binarization=static
