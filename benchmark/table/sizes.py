@@ -151,37 +151,44 @@ def figure(found: list[Regime], path: Path) -> None:
     over seeds combined."""
     datasets = sorted({r.dataset for r in found})
     fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.2), squeeze=False)
+    series = [
+        (i, model, checkpoint, style)
+        for i, model in enumerate(m for m in MODELS if m != BASELINE)
+        for checkpoint, style in (("best", "-o"), ("last", "--s"))
+    ]
     for ax, dataset in zip(axes[0], datasets, strict=True):
         members = [r for r in found if r.dataset == dataset]
-        for i, model in enumerate(m for m in MODELS if m != BASELINE):
-            for checkpoint, style in (("best", "-o"), ("last", "--s")):
-                points = [
-                    (r.train_size, g.difference, g.se or 0.0)
-                    for r in members
-                    for g in r.gains[checkpoint]
-                    if g.model == model and g.baseline == BASELINE
-                ]
-                if points:
-                    x, y, err = zip(*points, strict=True)
-                    ax.errorbar(
-                        x,
-                        y,
-                        yerr=err,
-                        fmt=style,
-                        color=f"C{i}",
-                        capsize=3,
-                        label=f"{model} - iwae, {CHECKPOINTS[checkpoint]}",
-                    )
+        for j, (i, model, checkpoint, style) in enumerate(series):
+            dodge = 1.03 ** (j - (len(series) - 1) / 2)  # side by side at one size
+            points = [
+                (r.train_size * dodge, g.difference, g.se or 0.0)
+                for r in members
+                for g in r.gains[checkpoint]
+                if g.model == model and g.baseline == BASELINE
+            ]
+            if points:
+                x, y, err = zip(*points, strict=True)
+                ax.errorbar(
+                    x,
+                    y,
+                    yerr=err,
+                    fmt=style,
+                    color=f"C{i}",
+                    capsize=3,
+                    label=f"{model} - iwae, {CHECKPOINTS[checkpoint]}",
+                )
         ax.axhline(0.0, color="black", linewidth=0.8)
         ax.set_xscale("log")
-        ax.set_xticks(sorted({r.train_size for r in members}))
-        ax.set_xticklabels([f"{r:,}" for r in sorted({r.train_size for r in members})])
+        sizes = [r.train_size for r in members]
+        ax.set_xlim(min(sizes) / 1.6, max(sizes) * 1.6)
+        ax.set_xticks(sizes)
+        ax.set_xticklabels([f"{r.train_size:,}\n{r.epochs} epochs" for r in members])
         ax.xaxis.set_minor_formatter(NullFormatter())  # no log-axis labels between sizes
         ax.set_xlabel("training images")
         ax.set_ylabel("test log-likelihood gain over IWAE (nats)")
-        ax.set_title(f"{dataset}: {', '.join(sorted({f'{r.epochs} epochs' for r in members}))}")
+        ax.set_title(dataset)
         if ax.get_legend_handles_labels()[0]:  # a data set of IWAE alone so far has no gains
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
