@@ -187,9 +187,12 @@ def figure(found: list[Regime], path: Path) -> None:
         ax.set_xlabel("training images")
         ax.set_ylabel("test log-likelihood gain over IWAE (nats)")
         ax.set_title(dataset)
-        if ax.get_legend_handles_labels()[0]:  # a data set of IWAE alone so far has no gains
-            ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    handles, labels = max(
+        (ax.get_legend_handles_labels() for ax in axes[0]), key=lambda found: len(found[1])
+    )
+    if labels:  # IWAE alone so far has no gains
+        fig.legend(handles, labels, loc="lower center", ncol=2 * len(datasets), fontsize=8)
+    fig.tight_layout(rect=(0, 0.12 / len(datasets), 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
