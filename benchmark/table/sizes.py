@@ -188,7 +188,7 @@ def figure(found: list[Regime], path: Path) -> None:
         ax.set_ylabel("test log-likelihood gain over IWAE (nats)")
         ax.set_title(dataset)
     handles, labels = max(
-        (ax.get_legend_handles_labels() for ax in axes[0]), key=lambda found: len(found[1])
+        (ax.get_legend_handles_labels() for ax in axes[0]), key=lambda legend: len(legend[1])
     )
     if labels:  # IWAE alone so far has no gains
         fig.legend(handles, labels, loc="lower center", ncol=2 * len(datasets), fontsize=8)
