@@ -147,10 +147,12 @@ def render_markdown(found: list[Regime], command: str) -> str:
 
 def figure(found: list[Regime], path: Path) -> None:
     """Per data set: the gain over IWAE of each other model against training-set size, at
-    the best validation epoch (solid) and the fixed budget (dashed); error bars: the SEs
-    over seeds combined."""
+    the best validation epoch (solid) and the fixed budget (dashed), lines joining only
+    regimes of one budget; error bars: the SEs over seeds combined."""
     datasets = sorted({r.dataset for r in found})
-    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.2), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(datasets), figsize=(6 * len(datasets), 4.2), squeeze=False, sharey=True
+    )
     series = [
         (i, model, checkpoint, style)
         for i, model in enumerate(m for m in MODELS if m != BASELINE)
@@ -160,40 +162,39 @@ def figure(found: list[Regime], path: Path) -> None:
         members = [r for r in found if r.dataset == dataset]
         for j, (i, model, checkpoint, style) in enumerate(series):
             dodge = 1.03 ** (j - (len(series) - 1) / 2)  # side by side at one size
-            points = [
-                (r.train_size * dodge, g.difference, g.se or 0.0)
-                for r in members
-                for g in r.gains[checkpoint]
-                if g.model == model and g.baseline == BASELINE
-            ]
-            if points:
-                x, y, err = zip(*points, strict=True)
-                ax.errorbar(
-                    x,
-                    y,
-                    yerr=err,
-                    fmt=style,
-                    color=f"C{i}",
-                    capsize=3,
-                    label=f"{model} - iwae, {CHECKPOINTS[checkpoint]}",
-                )
+            label = f"{model} - iwae, {CHECKPOINTS[checkpoint]}"
+            for budget in sorted({r.epochs for r in members}):
+                points = [
+                    (r.train_size * dodge, g.difference, g.se or 0.0)
+                    for r in members
+                    if r.epochs == budget
+                    for g in r.gains[checkpoint]
+                    if g.model == model and g.baseline == BASELINE
+                ]
+                if points:
+                    x, y, err = zip(*points, strict=True)
+                    ax.errorbar(x, y, yerr=err, fmt=style, color=f"C{i}", capsize=3, label=label)
+                    label = "_nolegend_"  # one legend entry for all budgets
         ax.axhline(0.0, color="black", linewidth=0.8)
         ax.set_xscale("log")
-        sizes = [r.train_size for r in members]
-        ax.set_xlim(min(sizes) / 1.6, max(sizes) * 1.6)
+        sizes = sorted({r.train_size for r in members})
+        ax.set_xlim(sizes[0] / 1.6, sizes[-1] * 1.6)
         ax.set_xticks(sizes)
-        ax.set_xticklabels([f"{r.train_size:,}\n{r.epochs} epochs" for r in members])
+        epochs = {s: "/".join(str(r.epochs) for r in members if r.train_size == s) for s in sizes}
+        ax.set_xticklabels([f"{s:,}\n{epochs[s]} epochs" for s in sizes])
         ax.xaxis.set_minor_formatter(NullFormatter())  # no log-axis labels between sizes
         ax.set_xlabel("training images")
-        ax.set_ylabel("test log-likelihood gain over IWAE (nats)")
         ax.set_title(dataset)
+    axes[0][0].set_ylabel("test log-likelihood gain over IWAE (nats, ± 1 SE)")
+    fig.tight_layout()
     handles, labels = max(
         (ax.get_legend_handles_labels() for ax in axes[0]), key=lambda legend: len(legend[1])
     )
     if labels:  # IWAE alone so far has no gains
-        fig.legend(handles, labels, loc="lower center", ncol=2 * len(datasets), fontsize=8)
-    fig.tight_layout(rect=(0, 0.12 / len(datasets), 1, 1))
-    fig.savefig(path, dpi=120)
+        fig.legend(
+            handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, fontsize=8
+        )
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
