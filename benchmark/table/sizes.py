@@ -162,7 +162,6 @@ def figure(found: list[Regime], path: Path) -> None:
         members = [r for r in found if r.dataset == dataset]
         for j, (i, model, checkpoint, style) in enumerate(series):
             dodge = 1.03 ** (j - (len(series) - 1) / 2)  # side by side at one size
-            label = f"{model} - iwae, {CHECKPOINTS[checkpoint]}"
             for budget in sorted({r.epochs for r in members}):
                 points = [
                     (r.train_size * dodge, g.difference, g.se or 0.0)
@@ -173,8 +172,8 @@ def figure(found: list[Regime], path: Path) -> None:
                 ]
                 if points:
                     x, y, err = zip(*points, strict=True)
+                    label = f"{model} - iwae, {CHECKPOINTS[checkpoint]}"
                     ax.errorbar(x, y, yerr=err, fmt=style, color=f"C{i}", capsize=3, label=label)
-                    label = "_nolegend_"  # one legend entry for all budgets
         ax.axhline(0.0, color="black", linewidth=0.8)
         ax.set_xscale("log")
         sizes = sorted({r.train_size for r in members})
@@ -187,12 +186,19 @@ def figure(found: list[Regime], path: Path) -> None:
         ax.set_title(dataset)
     axes[0][0].set_ylabel("test log-likelihood gain over IWAE (nats, ± 1 SE)")
     fig.tight_layout()
-    handles, labels = max(
-        (ax.get_legend_handles_labels() for ax in axes[0]), key=lambda legend: len(legend[1])
-    )
-    if labels:  # IWAE alone so far has no gains
+    legend = {  # one entry per series, over all panels and budgets
+        label: handle
+        for ax in axes[0]
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True)
+    }
+    if legend:  # IWAE alone so far has no gains
         fig.legend(
-            handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, fontsize=8
+            legend.values(),
+            legend,
+            loc="upper center",
+            bbox_to_anchor=(0.5, 0.0),
+            ncol=2,
+            fontsize=8,
         )
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
